@@ -1,0 +1,56 @@
+#pragma once
+/// @file config.hpp
+/// Core aliases (Matrix, Vector, Index), the Metric enum and the MMRAG_ASSERT macro.
+
+#include <cassert>
+#include <cstdint>
+#include <string>
+
+#include <Eigen/Core>
+
+/// Internal invariant check. Defaults to `assert` (off under NDEBUG); define it before
+/// including mmrag to route failures elsewhere.
+#ifndef MMRAG_ASSERT
+#define MMRAG_ASSERT(cond) assert(cond)
+#endif
+
+namespace mmrag {
+
+/// Embeddings are the rows of a row-major matrix: n × d.
+template <class T>
+using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// A column vector of scalars (logits, norms, per-row values).
+template <class T>
+using Vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+
+/// Vector ids stored in indexes; -1 marks "no result".
+using Index = std::int64_t;
+
+/// How two embeddings are compared.
+/// - `inner_product`, `cosine`: similarities, higher is better.
+/// - `l2`: squared Euclidean distance, lower is better.
+enum class Metric { inner_product, cosine, l2 };
+
+/// True when a larger score is a better match.
+[[nodiscard]] constexpr bool higher_is_better(Metric m) noexcept { return m != Metric::l2; }
+
+/// The metric's name, as used in messages and files.
+[[nodiscard]] inline const char* to_string(Metric m) noexcept {
+  switch (m) {
+    case Metric::inner_product: return "inner_product";
+    case Metric::cosine: return "cosine";
+    case Metric::l2: return "l2";
+  }
+  return "unknown";
+}
+
+namespace detail {
+
+/// "<where>: <what> must be <expected>, got <got>" — the house format for argument errors.
+inline std::string arg_message(const char* where, const std::string& what) {
+  return std::string(where) + ": " + what;
+}
+
+}  // namespace detail
+}  // namespace mmrag
