@@ -14,6 +14,14 @@
 #define MMRAG_ASSERT(cond) assert(cond)
 #endif
 
+/// OpenMP pragmas that vanish when OpenMP is off (no -Wunknown-pragmas noise, same code).
+#define MMRAG_STRINGIFY(x) #x
+#if defined(_OPENMP)
+#define MMRAG_OMP(...) _Pragma(MMRAG_STRINGIFY(omp __VA_ARGS__))
+#else
+#define MMRAG_OMP(...)
+#endif
+
 namespace mmrag {
 
 /// Embeddings are the rows of a row-major matrix: n × d.

@@ -10,3 +10,4 @@
 
 #include "mmrag/config.hpp"
 #include "mmrag/similarity.hpp"
+#include "mmrag/losses.hpp"
