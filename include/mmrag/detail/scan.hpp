@@ -1,0 +1,112 @@
+#pragma once
+/// @file detail/scan.hpp
+/// The scan step shared by FlatIndex and IvfIndex: score queries against a contiguous block of
+/// stored vectors and feed the per-query top-k heaps, with the filter applied inside the loop.
+/// Not API: namespace mmrag::detail.
+///
+/// Two strategies:
+/// - `scan_simd`: one query, the SIMD one-to-many kernels (memory-bound; single queries).
+/// - `scan_gemm`: a block of queries against a block of rows through one GEMM (compute-bound;
+///   batches). For l2 it ranks by ||x||² - 2 q·x (||q||² is constant per query, added back by
+///   `finish`), as FAISS does for batches.
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "mmrag/config.hpp"
+#include "mmrag/detail/simd.hpp"
+#include "mmrag/detail/topk.hpp"
+#include "mmrag/search_params.hpp"
+
+namespace mmrag::detail {
+
+/// A contiguous block of stored vectors with their ids, squared norms and modality tags.
+template <class T>
+struct Block {
+  const T* vectors = nullptr;   ///< rows × dim, row-major
+  const Index* ids = nullptr;   ///< rows
+  const T* sq_norms = nullptr;  ///< rows (l2 only; may be null otherwise)
+  const Modality* modality = nullptr;  ///< rows
+  std::size_t rows = 0;
+};
+
+template <class T>
+inline bool allowed(const Block<T>& b, std::size_t j, const Filter& f) noexcept {
+  return f.modalities.contains(b.modality[j]) && (f.ids == nullptr || f.ids->contains(b.ids[j]));
+}
+
+/// Pushes scores[j] (already in "rank key" form) of block rows [0, rows) into `top`.
+template <class T, bool Filtered>
+inline void select(const T* scores, const Block<T>& b, const Filter& f, bool higher, TopK<T>& top) {
+  T thr = top.threshold();
+  for (std::size_t j = 0; j < b.rows; ++j) {
+    const T s = scores[j];
+    if (higher ? s >= thr : s <= thr) {
+      if constexpr (Filtered) {
+        if (!allowed(b, j, f)) continue;
+      }
+      top.push(s, b.ids[j]);
+      thr = top.threshold();
+    }
+  }
+}
+
+/// Scores one query against block `b` with the SIMD kernels. For l2 the scores are exact
+/// squared distances; otherwise inner products (cosine: vectors and query pre-normalized).
+template <class T>
+void scan_simd(const T* query, std::size_t dim, const Block<T>& b, Metric metric, const Filter& f,
+               TopK<T>& top, std::vector<T>& scratch) {
+  if (b.rows == 0) return;
+  scratch.resize(b.rows);
+  if (metric == Metric::l2)
+    l2_many_kernel<T>(query, b.vectors, b.rows, dim, dim, scratch.data());
+  else
+    dot_many_kernel<T>(query, b.vectors, b.rows, dim, dim, scratch.data());
+  const bool higher = metric != Metric::l2;
+  if (f.is_trivial())
+    select<T, false>(scratch.data(), b, f, higher, top);
+  else
+    select<T, true>(scratch.data(), b, f, higher, top);
+}
+
+/// Scores queries (nq × dim, row-major, contiguous) against block `b` through one GEMM and
+/// feeds tops[0..nq). For l2 the pushed key is ||x||² - 2 q·x.
+template <class T>
+void scan_gemm(const T* queries, std::size_t nq, std::size_t dim, const Block<T>& b, Metric metric,
+               const Filter& f, TopK<T>* tops, Matrix<T>& scratch) {
+  if (b.rows == 0 || nq == 0) return;
+  using ConstMap = Eigen::Map<const Matrix<T>>;
+  const ConstMap q(queries, static_cast<Eigen::Index>(nq), static_cast<Eigen::Index>(dim));
+  const ConstMap x(b.vectors, static_cast<Eigen::Index>(b.rows), static_cast<Eigen::Index>(dim));
+  scratch.resize(static_cast<Eigen::Index>(nq), static_cast<Eigen::Index>(b.rows));
+  scratch.noalias() = q * x.transpose();
+  const bool higher = metric != Metric::l2;
+  const bool trivial = f.is_trivial();
+  for (std::size_t i = 0; i < nq; ++i) {
+    T* row = scratch.row(static_cast<Eigen::Index>(i)).data();
+    if (metric == Metric::l2)
+      for (std::size_t j = 0; j < b.rows; ++j) row[j] = b.sq_norms[j] - T(2) * row[j];
+    if (trivial)
+      select<T, false>(row, b, f, higher, tops[i]);
+    else
+      select<T, true>(row, b, f, higher, tops[i]);
+  }
+}
+
+/// Writes tops[0..nq) into rows [first, first + nq) of `hits`. `sq_query` (l2 via GEMM only)
+/// turns rank keys back into squared distances, clamped at 0 against cancellation.
+template <class T>
+void finish(TopK<T>* tops, std::size_t nq, Eigen::Index first, const T* sq_query, Hits<T>& hits) {
+  for (std::size_t i = 0; i < nq; ++i) {
+    const Eigen::Index r = first + static_cast<Eigen::Index>(i);
+    tops[i].finish(hits.ids.row(r).data(), hits.scores.row(r).data());
+    if (sq_query != nullptr)
+      for (Eigen::Index c = 0; c < hits.scores.cols(); ++c)
+        if (hits.ids(r, c) >= 0) hits.scores(r, c) = std::max(T(0), hits.scores(r, c) + sq_query[i]);
+  }
+}
+
+}  // namespace mmrag::detail

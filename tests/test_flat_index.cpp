@@ -1,0 +1,139 @@
+// Tests for include/mmrag/flat_index.hpp: every metric against long-double brute force, both
+// search strategies (SIMD scan for single queries, GEMM for batches), ids, k > n, empty
+// index, filters, and bad input with the strong guarantee.
+#include <doctest/doctest.h>
+
+#include <numeric>
+
+#include "brute_force.hpp"
+#include "helpers.hpp"
+#include "mmrag/flat_index.hpp"
+
+using namespace mmrag;
+
+namespace {
+template <class T>
+double tolerance() {
+  return std::is_same_v<T, float> ? 2e-5 : 1e-12;
+}
+}  // namespace
+
+TEST_CASE_TEMPLATE("FlatIndex equals brute force for every metric and strategy", T, float, double) {
+  const Matrix<T> base = test::random_matrix<T>(2500, 19, 1);
+  const Matrix<T> queries = test::random_matrix<T>(300, 19, 2);
+  std::vector<Index> ids(2500);
+  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = Index(7 * i + 3);
+  for (Metric m : {Metric::inner_product, Metric::cosine, Metric::l2}) {
+    CAPTURE(to_string(m));
+    FlatIndex<T> index(19, m);
+    index.add(base.topRows(1000), std::span<const Index>(ids.data(), 1000));
+    index.add(base.bottomRows(1500), std::span<const Index>(ids.data() + 1000, 1500));
+    REQUIRE(index.size() == 2500);
+    for (Eigen::Index nq : {1, 3, 300}) {  // 1 and 3: SIMD scan; 300: GEMM blocks
+      CAPTURE(nq);
+      const auto hits = index.search(queries.topRows(nq), 10);
+      REQUIRE(hits.ids.rows() == nq);
+      for (Eigen::Index i = 0; i < nq; ++i) {
+        const auto ref = test::brute_force(base, ids, queries.row(i).data(), m);
+        std::string why;
+        CHECK_MESSAGE(test::matches<T>(hits, i, ref, tolerance<T>(), &why), why);
+      }
+    }
+  }
+}
+
+TEST_CASE_TEMPLATE("FlatIndex: sequential ids, k > size, empty index, ties", T, float, double) {
+  FlatIndex<T> index(4, Metric::l2);
+  SUBCASE("empty index pads everything") {
+    const auto hits = index.search(Matrix<T>::Ones(2, 4), 3);
+    CHECK((hits.ids.array() == -1).all());
+    CHECK((hits.scores.array() == std::numeric_limits<T>::infinity()).all());
+    CHECK(hits.found(0) == 0);
+  }
+  SUBCASE("k > size pads the tail; sequential ids continue across adds") {
+    index.add(Matrix<T>::Zero(2, 4));
+    index.add(Matrix<T>::Ones(1, 4));
+    CHECK(index.id(2) == 2);
+    for (Eigen::Index nq : {1, 8}) {
+      const auto hits = index.search(Matrix<T>::Zero(nq, 4), 5);
+      CHECK(hits.found(0) == 3);
+      CHECK(hits.ids(0, 0) == 0);  // tie between ids 0 and 1: the smaller first
+      CHECK(hits.ids(0, 1) == 1);
+      CHECK(hits.ids(0, 2) == 2);
+      CHECK(double(hits.scores(0, 2)) == doctest::Approx(4.0));
+      CHECK(hits.ids(0, 3) == -1);
+      CHECK(hits.scores(0, 4) == std::numeric_limits<T>::infinity());
+    }
+  }
+  SUBCASE("similarity padding is -inf") {
+    FlatIndex<T> ip(4, Metric::inner_product);
+    ip.add(Matrix<T>::Ones(1, 4));
+    const auto hits = ip.search(Matrix<T>::Ones(1, 4), 2);
+    CHECK(hits.scores(0, 1) == -std::numeric_limits<T>::infinity());
+  }
+  SUBCASE("cosine with a zero vector scores 0") {
+    FlatIndex<T> cos(4, Metric::cosine);
+    cos.add(Matrix<T>::Zero(1, 4));
+    const auto hits = cos.search(Matrix<T>::Ones(1, 4), 1);
+    CHECK(hits.scores(0, 0) == T(0));
+  }
+}
+
+TEST_CASE_TEMPLATE("FlatIndex: filters give the exact top-k of the allowed subset", T, float, double) {
+  const Matrix<T> base = test::random_matrix<T>(1200, 8, 5);
+  const Matrix<T> queries = test::random_matrix<T>(40, 8, 6);
+  std::vector<Index> ids(1200);
+  std::iota(ids.begin(), ids.end(), Index(0));
+  std::vector<Modality> mods(1200);
+  for (std::size_t i = 0; i < mods.size(); ++i) mods[i] = Modality(i % 3);
+  std::vector<Index> allow;
+  for (Index i = 0; i < 1200; i += 5) allow.push_back(i);
+  const IdSet allow_set{std::span<const Index>(allow)};
+  for (Metric m : {Metric::inner_product, Metric::l2}) {
+    FlatIndex<T> index(8, m);
+    index.add(base, ids, mods);
+    for (int which = 0; which < 3; ++which) {
+      SearchParams p;
+      if (which == 0) p.filter.modalities = ModalitySet{1};
+      if (which == 1) p.filter.ids = &allow_set;
+      if (which == 2) p.filter = {ModalitySet{0, 2}, &allow_set};
+      auto ok = [&](std::size_t r) {
+        return p.filter.modalities.contains(mods[r]) && (!p.filter.ids || p.filter.ids->contains(ids[r]));
+      };
+      for (Eigen::Index nq : {1, 40}) {
+        const auto hits = index.search(queries.topRows(nq), 7, p);
+        for (Eigen::Index i = 0; i < nq; ++i) {
+          std::string why;
+          CHECK_MESSAGE(test::matches<T>(hits, i, test::brute_force(base, ids, queries.row(i).data(), m, ok),
+                                         tolerance<T>(), &why),
+                        why);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE_TEMPLATE("FlatIndex: bad input throws and leaves the index unchanged", T, float, double) {
+  FlatIndex<T> index(3, Metric::l2);
+  index.add(Matrix<T>::Ones(2, 3));
+  Matrix<T> bad = Matrix<T>::Ones(4, 3);
+  bad(2, 1) = std::numeric_limits<T>::quiet_NaN();
+  CHECK_THROWS_WITH_AS(index.add(bad), doctest::Contains("NaN"), std::invalid_argument);
+  bad(2, 1) = std::numeric_limits<T>::infinity();
+  CHECK_THROWS_AS(index.add(bad), std::invalid_argument);
+  CHECK_THROWS_AS(index.add(Matrix<T>::Ones(2, 4)), std::invalid_argument);
+  const std::vector<Index> one_id = {5};
+  CHECK_THROWS_AS(index.add(Matrix<T>::Ones(2, 3), one_id), std::invalid_argument);
+  const std::vector<Modality> bad_mod = {1, 64};
+  CHECK_THROWS_AS(index.add(Matrix<T>::Ones(2, 3), {}, bad_mod), std::invalid_argument);
+  CHECK(index.size() == 2);
+  CHECK_THROWS_WITH_AS((void)index.search(Matrix<T>::Ones(1, 3), 0), doctest::Contains("k must be > 0"),
+                       std::invalid_argument);
+  CHECK_THROWS_AS((void)index.search(Matrix<T>::Ones(1, 2), 1), std::invalid_argument);
+  Matrix<T> nanq = Matrix<T>::Ones(1, 3);
+  nanq(0, 0) = std::numeric_limits<T>::quiet_NaN();
+  CHECK_THROWS_AS((void)index.search(nanq, 1), std::invalid_argument);
+  CHECK_THROWS_AS(FlatIndex<T>(0, Metric::l2), std::invalid_argument);
+  const auto hits = index.search(Matrix<T>::Ones(1, 3), 3);
+  CHECK(hits.found(0) == 2);
+}
