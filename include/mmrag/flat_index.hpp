@@ -101,7 +101,7 @@ class FlatIndex {
         for (std::size_t first = 0; first < size(); first += kScanRows)
           detail::scan_simd(q.row(i).data(), dim_, block(first, std::min(kScanRows, size() - first)),
                             metric_, params.filter, top, scratch);
-        detail::finish(&top, 1, i, static_cast<const T*>(nullptr), hits);
+        detail::finish(&top, 1, i, hits);
       }
       return hits;
     }
@@ -112,15 +112,17 @@ class FlatIndex {
       const Eigen::Index first_q = bi * kQueryBlock;
       const auto nb = static_cast<std::size_t>(std::min(kQueryBlock, nq - first_q));
       std::vector<detail::TopK<T>> tops(nb, detail::TopK<T>(k, higher));
+      std::vector<detail::TopK<T>*> top_ptrs(nb);
+      std::vector<T> sq_query(nb);
+      for (std::size_t i = 0; i < nb; ++i) {
+        top_ptrs[i] = &tops[i];
+        sq_query[i] = q.row(first_q + static_cast<Eigen::Index>(i)).squaredNorm();
+      }
       Matrix<T> scratch;
       for (std::size_t first = 0; first < size(); first += kBaseTile)
         detail::scan_gemm(q.row(first_q).data(), nb, dim_, block(first, std::min(kBaseTile, size() - first)),
-                          metric_, params.filter, tops.data(), scratch);
-      std::vector<T> sq_query;
-      if (metric_ == Metric::l2)
-        for (std::size_t i = 0; i < nb; ++i)
-          sq_query.push_back(q.row(first_q + static_cast<Eigen::Index>(i)).squaredNorm());
-      detail::finish(tops.data(), nb, first_q, metric_ == Metric::l2 ? sq_query.data() : nullptr, hits);
+                          metric_, params.filter, top_ptrs.data(), sq_query.data(), scratch);
+      detail::finish(tops.data(), nb, first_q, hits);
     }
     return hits;
   }

@@ -7,8 +7,7 @@
 /// Two strategies:
 /// - `scan_simd`: one query, the SIMD one-to-many kernels (memory-bound; single queries).
 /// - `scan_gemm`: a block of queries against a block of rows through one GEMM (compute-bound;
-///   batches). For l2 it ranks by ||x||² - 2 q·x (||q||² is constant per query, added back by
-///   `finish`), as FAISS does for batches.
+///   batches). For l2 the distance is ||q||² + ||x||² - 2 q·x, as FAISS computes it for batches.
 
 #include <algorithm>
 #include <cmath>
@@ -73,10 +72,11 @@ void scan_simd(const T* query, std::size_t dim, const Block<T>& b, Metric metric
 }
 
 /// Scores queries (nq × dim, row-major, contiguous) against block `b` through one GEMM and
-/// feeds tops[0..nq). For l2 the pushed key is ||x||² - 2 q·x.
+/// feeds *tops[0..nq). For l2 the pushed score is ||q||² + ||x||² - 2 q·x (sq_queries holds
+/// ||q||²), clamped at 0 against cancellation, so keys from scan_simd and scan_gemm mix freely.
 template <class T>
 void scan_gemm(const T* queries, std::size_t nq, std::size_t dim, const Block<T>& b, Metric metric,
-               const Filter& f, TopK<T>* tops, Matrix<T>& scratch) {
+               const Filter& f, TopK<T>* const* tops, const T* sq_queries, Matrix<T>& scratch) {
   if (b.rows == 0 || nq == 0) return;
   using ConstMap = Eigen::Map<const Matrix<T>>;
   const ConstMap q(queries, static_cast<Eigen::Index>(nq), static_cast<Eigen::Index>(dim));
@@ -87,25 +87,23 @@ void scan_gemm(const T* queries, std::size_t nq, std::size_t dim, const Block<T>
   const bool trivial = f.is_trivial();
   for (std::size_t i = 0; i < nq; ++i) {
     T* row = scratch.row(static_cast<Eigen::Index>(i)).data();
-    if (metric == Metric::l2)
-      for (std::size_t j = 0; j < b.rows; ++j) row[j] = b.sq_norms[j] - T(2) * row[j];
+    if (metric == Metric::l2) {
+      const T qn = sq_queries[i];
+      for (std::size_t j = 0; j < b.rows; ++j) row[j] = std::max(T(0), qn + b.sq_norms[j] - T(2) * row[j]);
+    }
     if (trivial)
-      select<T, false>(row, b, f, higher, tops[i]);
+      select<T, false>(row, b, f, higher, *tops[i]);
     else
-      select<T, true>(row, b, f, higher, tops[i]);
+      select<T, true>(row, b, f, higher, *tops[i]);
   }
 }
 
-/// Writes tops[0..nq) into rows [first, first + nq) of `hits`. `sq_query` (l2 via GEMM only)
-/// turns rank keys back into squared distances, clamped at 0 against cancellation.
+/// Writes tops[0..nq) into rows [first, first + nq) of `hits`, best first, padded.
 template <class T>
-void finish(TopK<T>* tops, std::size_t nq, Eigen::Index first, const T* sq_query, Hits<T>& hits) {
+void finish(TopK<T>* tops, std::size_t nq, Eigen::Index first, Hits<T>& hits) {
   for (std::size_t i = 0; i < nq; ++i) {
     const Eigen::Index r = first + static_cast<Eigen::Index>(i);
     tops[i].finish(hits.ids.row(r).data(), hits.scores.row(r).data());
-    if (sq_query != nullptr)
-      for (Eigen::Index c = 0; c < hits.scores.cols(); ++c)
-        if (hits.ids(r, c) >= 0) hits.scores(r, c) = std::max(T(0), hits.scores(r, c) + sq_query[i]);
   }
 }
 
