@@ -93,6 +93,7 @@ class FlatIndex {
     Matrix<T> q = queries;
     if (metric_ == Metric::cosine) normalize_rows(q);
     const bool higher = higher_is_better(metric_);
+    const bool exact_l2 = metric_ == Metric::l2;
 
     if (nq < kGemmMinQueries) {
       std::vector<T> scratch;
@@ -101,7 +102,7 @@ class FlatIndex {
         for (std::size_t first = 0; first < size(); first += kScanRows)
           detail::scan_simd(q.row(i).data(), dim_, block(first, std::min(kScanRows, size() - first)),
                             metric_, params.filter, top, scratch);
-        detail::finish(&top, 1, i, hits);
+        detail::finish(&top, 1, i, hits, exact_l2 ? q.row(i).data() : nullptr, dim_);
       }
       return hits;
     }
@@ -122,7 +123,7 @@ class FlatIndex {
       for (std::size_t first = 0; first < size(); first += kBaseTile)
         detail::scan_gemm(q.row(first_q).data(), nb, dim_, block(first, std::min(kBaseTile, size() - first)),
                           metric_, params.filter, top_ptrs.data(), sq_query.data(), scratch);
-      detail::finish(tops.data(), nb, first_q, hits);
+      detail::finish(tops.data(), nb, first_q, hits, exact_l2 ? q.row(first_q).data() : nullptr, dim_);
     }
     return hits;
   }
@@ -154,7 +155,7 @@ class FlatIndex {
 
   detail::Block<T> block(std::size_t first, std::size_t rows) const noexcept {
     return {data_.data() + first * dim_, ids_.data() + first, sq_norms_.data() + first,
-            modality_.data() + first, rows};
+            modality_.data() + first, rows, dim_};
   }
 
   std::size_t dim_;

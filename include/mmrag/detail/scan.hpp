@@ -30,6 +30,7 @@ struct Block {
   const T* sq_norms = nullptr;  ///< rows (l2 only; may be null otherwise)
   const Modality* modality = nullptr;  ///< rows
   std::size_t rows = 0;
+  std::size_t dim = 0;
 };
 
 template <class T>
@@ -47,7 +48,7 @@ inline void select(const T* scores, const Block<T>& b, const Filter& f, bool hig
       if constexpr (Filtered) {
         if (!allowed(b, j, f)) continue;
       }
-      top.push(s, b.ids[j]);
+      top.push(s, b.ids[j], b.vectors + j * b.dim);
       thr = top.threshold();
     }
   }
@@ -99,9 +100,15 @@ void scan_gemm(const T* queries, std::size_t nq, std::size_t dim, const Block<T>
 }
 
 /// Writes tops[0..nq) into rows [first, first + nq) of `hits`, best first, padded.
+/// For l2, `queries` (nq × dim) is given and the kept candidates are rescored with the exact
+/// SIMD distance: ||q||² + ||x||² - 2 q·x loses digits to cancellation when the distance is
+/// small next to the norms, and those are exactly the results a caller looks at.
 template <class T>
-void finish(TopK<T>* tops, std::size_t nq, Eigen::Index first, Hits<T>& hits) {
+void finish(TopK<T>* tops, std::size_t nq, Eigen::Index first, Hits<T>& hits, const T* queries = nullptr,
+            std::size_t dim = 0) {
   for (std::size_t i = 0; i < nq; ++i) {
+    if (queries != nullptr)
+      for (auto& c : tops[i].items()) c.score = l2_squared_kernel<T>(queries + i * dim, c.vector, dim);
     const Eigen::Index r = first + static_cast<Eigen::Index>(i);
     tops[i].finish(hits.ids.row(r).data(), hits.scores.row(r).data());
   }

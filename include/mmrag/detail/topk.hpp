@@ -18,6 +18,7 @@ template <class T>
 struct Candidate {
   T score;
   Index id;
+  const T* vector = nullptr;  ///< the stored vector, for an exact final rescoring
 };
 
 /// Keeps the k best (score, id) pairs seen so far in a heap whose top is the worst kept.
@@ -44,8 +45,8 @@ class TopK {
     return higher_ ? score >= t : score <= t;
   }
 
-  void push(T score, Index id) {
-    const Candidate<T> c{score, id};
+  void push(T score, Index id, const T* vector = nullptr) {
+    const Candidate<T> c{score, id, vector};
     auto worse_first = [this](const Candidate<T>& a, const Candidate<T>& b) { return better(a, b); };
     if (heap_.size() < k_) {
       heap_.push_back(c);
