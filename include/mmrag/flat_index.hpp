@@ -100,7 +100,7 @@ class FlatIndex {
       for (Eigen::Index i = 0; i < nq; ++i) {
         detail::TopK<T> top(k, higher);
         for (std::size_t first = 0; first < size(); first += kScanRows)
-          detail::scan_simd(q.row(i).data(), dim_, block(first, std::min(kScanRows, size() - first)),
+          detail::scan_simd(q.row(i).data(), q.row(i).squaredNorm(), dim_, block(first, std::min(kScanRows, size() - first)),
                             metric_, params.filter, top, scratch);
         detail::finish(&top, 1, i, hits, exact_l2 ? q.row(i).data() : nullptr, dim_);
       }

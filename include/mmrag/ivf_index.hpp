@@ -155,7 +155,7 @@ class IvfIndex {
         if (who.empty() || b.rows == 0) continue;
         if (who.size() < kGemmMinQueries) {
           for (Eigen::Index i : who)
-            detail::scan_simd(q.row(first_q + i).data(), dim_, b, metric_, params.filter,
+            detail::scan_simd(q.row(first_q + i).data(), q_sq[first_q + i], dim_, b, metric_, params.filter,
                               tops[static_cast<std::size_t>(i)], simd_scratch);
           continue;
         }

@@ -5,7 +5,7 @@
 /// Not API: namespace mmrag::detail.
 ///
 /// Two strategies:
-/// - `scan_simd`: one query, the SIMD one-to-many kernels (memory-bound; single queries).
+/// - `scan_simd`: one query, the SIMD one-to-many kernel (memory-bound; single queries).
 /// - `scan_gemm`: a block of queries against a block of rows through one GEMM (compute-bound;
 ///   batches). For l2 the distance is ||q||² + ||x||² - 2 q·x, as FAISS computes it for batches.
 
@@ -54,22 +54,23 @@ inline void select(const T* scores, const Block<T>& b, const Filter& f, bool hig
   }
 }
 
-/// Scores one query against block `b` with the SIMD kernels. For l2 the scores are exact
-/// squared distances; otherwise inner products (cosine: vectors and query pre-normalized).
+/// Scores one query against block `b` with the SIMD kernels: inner products (cosine: vectors
+/// and query pre-normalized), or for l2 ||q||² + ||x||² - 2 q·x from the stored norms, which
+/// reads each stored vector once with one FMA per element; `finish` rescores the kept ones.
 template <class T>
-void scan_simd(const T* query, std::size_t dim, const Block<T>& b, Metric metric, const Filter& f,
+void scan_simd(const T* query, T sq_query, std::size_t dim, const Block<T>& b, Metric metric, const Filter& f,
                TopK<T>& top, std::vector<T>& scratch) {
   if (b.rows == 0) return;
   scratch.resize(b.rows);
+  T* s = scratch.data();
+  dot_many_kernel<T>(query, b.vectors, b.rows, dim, dim, s);
   if (metric == Metric::l2)
-    l2_many_kernel<T>(query, b.vectors, b.rows, dim, dim, scratch.data());
-  else
-    dot_many_kernel<T>(query, b.vectors, b.rows, dim, dim, scratch.data());
+    for (std::size_t j = 0; j < b.rows; ++j) s[j] = std::max(T(0), sq_query + b.sq_norms[j] - T(2) * s[j]);
   const bool higher = metric != Metric::l2;
   if (f.is_trivial())
-    select<T, false>(scratch.data(), b, f, higher, top);
+    select<T, false>(s, b, f, higher, top);
   else
-    select<T, true>(scratch.data(), b, f, higher, top);
+    select<T, true>(s, b, f, higher, top);
 }
 
 /// Scores queries (nq × dim, row-major, contiguous) against block `b` through one GEMM and
