@@ -26,6 +26,8 @@ namespace mmrag {
 template <class T>
 class FlatIndex {
  public:
+  using Scalar = T;
+
   /// An empty index of `dim`-dimensional vectors. Throws std::invalid_argument when dim = 0.
   FlatIndex(std::size_t dim, Metric metric) : dim_(dim), metric_(metric) {
     if (dim == 0) throw std::invalid_argument("mmrag::FlatIndex: dim must be > 0, got 0");

@@ -32,6 +32,8 @@ namespace mmrag {
 template <class T>
 class IvfIndex {
  public:
+  using Scalar = T;
+
   /// An untrained index of `dim`-dimensional vectors with `nlist` cells.
   /// Throws std::invalid_argument when dim or nlist is 0.
   IvfIndex(std::size_t dim, std::size_t nlist, Metric metric) : dim_(dim), nlist_(nlist), metric_(metric), lists_(nlist) {

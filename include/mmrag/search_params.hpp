@@ -46,6 +46,12 @@ class ModalitySet {
     for (Modality m : allowed) add(m);
   }
   [[nodiscard]] static constexpr ModalitySet all() noexcept { return ModalitySet(); }
+  /// The empty set, to fill with add(). (Note `ModalitySet{}` is the default: every modality.)
+  [[nodiscard]] static constexpr ModalitySet none() noexcept {
+    ModalitySet s;
+    s.bits_ = 0;
+    return s;
+  }
   ModalitySet& add(Modality m) {
     if (m > max_modality)
       throw std::invalid_argument("mmrag::ModalitySet: modality must be <= 63, got " + std::to_string(m));

@@ -1,5 +1,0 @@
-#include "mmrag/io.hpp"
-#include "mmrag/search_params.hpp"
-#include "mmrag/flat_index.hpp"
-#include "mmrag/kmeans.hpp"
-#include "mmrag/ivf_index.hpp"
