@@ -128,6 +128,9 @@ TEST_CASE("idx: MNIST-style files") {
   CHECK(m.cols() == 6);
   CHECK(m(1, 5) == 220.f);
   CHECK_THROWS_AS((void)io::read_idx_bytes(std::vector<char>(bytes.begin(), bytes.end() - 1), "mem"), std::runtime_error);
+  // Regression (found by fuzz_vecs): zero items whose other sizes overflow when multiplied.
+  const std::string overflow("\x00\x00\x08\x03\x00\x00\x00\x00\xff\x7a\x7a\x00\xfb\x7a\x7a\x7a", 16);
+  CHECK_THROWS_AS((void)io::read_idx_bytes(std::vector<char>(overflow.begin(), overflow.end()), "mem"), std::runtime_error);
   std::vector<char> wrong = bytes;
   wrong[2] = 0x0d;  // float IDX: not supported
   CHECK_THROWS_AS((void)io::read_idx_bytes(wrong, "mem"), std::runtime_error);

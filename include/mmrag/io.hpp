@@ -89,9 +89,8 @@ class Cursor {
 /// .fvecs / .ivecs: each row is an int32 dimension followed by that many 4-byte values; every
 /// row must have the same dimension.
 template <class T>
-Matrix<T> read_vecs(const std::filesystem::path& path) {
+Matrix<T> parse_vecs(const std::vector<char>& bytes, const std::filesystem::path& path) {
   static_assert(sizeof(T) == 4);
-  const std::vector<char> bytes = read_all(path);
   if (bytes.empty()) return Matrix<T>(0, 0);
   Cursor c(bytes, path);
   const auto d = c.get<std::int32_t>("dimension");
@@ -149,10 +148,18 @@ inline std::string npy_field(const std::string& header, const std::string& key) 
 
 }  // namespace detail
 
+/// Parses .fvecs bytes (float32 rows): n × d; `name` labels errors. Empty bytes give 0 × 0.
+inline Matrix<float> parse_fvecs(const std::vector<char>& bytes, const std::filesystem::path& name = "<memory>") {
+  return detail::parse_vecs<float>(bytes, name);
+}
+/// Parses .ivecs bytes (int32 rows): n × d.
+inline Matrix<std::int32_t> parse_ivecs(const std::vector<char>& bytes, const std::filesystem::path& name = "<memory>") {
+  return detail::parse_vecs<std::int32_t>(bytes, name);
+}
 /// Reads a .fvecs file (float32 rows): n × d. An empty file gives 0 × 0.
-inline Matrix<float> read_fvecs(const std::filesystem::path& path) { return detail::read_vecs<float>(path); }
+inline Matrix<float> read_fvecs(const std::filesystem::path& path) { return parse_fvecs(detail::read_all(path), path); }
 /// Reads an .ivecs file (int32 rows), e.g. ground-truth neighbour ids: n × d.
-inline Matrix<std::int32_t> read_ivecs(const std::filesystem::path& path) { return detail::read_vecs<std::int32_t>(path); }
+inline Matrix<std::int32_t> read_ivecs(const std::filesystem::path& path) { return parse_ivecs(detail::read_all(path), path); }
 /// Writes rows as .fvecs.
 inline void write_fvecs(const std::filesystem::path& path, const Matrix<float>& m) { detail::write_vecs(path, m); }
 /// Writes rows as .ivecs.
@@ -175,12 +182,11 @@ void write_npy(const std::filesystem::path& path, const Matrix<T>& m) {
   detail::write_all(path, out);
 }
 
-/// Reads a 1-D (n → n × 1) or 2-D .npy file in C order whose dtype is exactly T's
+/// Parses the bytes of a 1-D (n → n × 1) or 2-D .npy file in C order whose dtype is exactly T's
 /// (float: '<f4', double: '<f8', std::int64_t: '<i8'). Throws std::runtime_error on a bad magic,
 /// an unsupported version, dtype or layout, or a size that does not match the shape.
 template <class T>
-Matrix<T> read_npy(const std::filesystem::path& path) {
-  const std::vector<char> bytes = detail::read_all(path);
+Matrix<T> parse_npy(const std::vector<char>& bytes, const std::filesystem::path& path = "<memory>") {
   detail::Cursor c(bytes, path);
   char magic[6];
   c.copy_to(magic, 6, "magic");
@@ -230,7 +236,13 @@ Matrix<T> read_npy(const std::filesystem::path& path) {
   return m;
 }
 
-/// Reads an uncompressed IDX file (the MNIST / Fashion-MNIST format) of unsigned bytes:
+/// Reads a .npy file: see parse_npy.
+template <class T>
+Matrix<T> read_npy(const std::filesystem::path& path) {
+  return parse_npy<T>(detail::read_all(path), path);
+}
+
+/// Parses an uncompressed IDX file (the MNIST / Fashion-MNIST format) of unsigned bytes:
 /// magic 0x0000_08_NN (NN = number of dimensions), big-endian int32 sizes, then the bytes.
 /// Returns n × (product of the other sizes) as float (labels: n × 1).
 inline Matrix<float> read_idx_bytes(const std::vector<char>& bytes, const std::filesystem::path& path) {
@@ -243,8 +255,15 @@ inline Matrix<float> read_idx_bytes(const std::vector<char>& bytes, const std::f
   if ((magic >> 8) != 0x08) detail::fail(path, 0, "not an unsigned-byte IDX file (magic " + std::to_string(magic) + ")");
   const std::uint32_t ndim = magic & 0xff;
   if (ndim == 0 || ndim > 4) detail::fail(path, 3, "IDX files must have 1 to 4 dimensions, got " + std::to_string(ndim));
-  std::uint64_t n = be32("size"), per_row = 1;
-  for (std::uint32_t k = 1; k < ndim; ++k) per_row *= be32("size");
+  const std::uint64_t n = be32("size");
+  std::uint64_t per_row = 1;
+  for (std::uint32_t k = 1; k < ndim; ++k) {
+    per_row *= be32("size");  // each size < 2^32 and the product is checked as it grows
+    if (per_row > (std::uint64_t(1) << 32))
+      detail::fail(path, c.offset(), "the sizes multiply to more than 2^32 values per item");
+  }
+  if (n > 0 && per_row > c.left() / n + 1)
+    detail::fail(path, c.offset(), "the sizes need more bytes than the file holds");
   if (c.left() != n * per_row)
     detail::fail(path, c.offset(), "data holds " + std::to_string(c.left()) + " bytes, sizes need " + std::to_string(n * per_row));
   Matrix<float> m(static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(per_row));

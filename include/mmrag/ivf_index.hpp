@@ -228,8 +228,10 @@ class IvfIndex {
   //   u64 checksum: FNV-1a (64-bit words) over every byte before it.
 
   /// Writes the index to `path`. Throws std::runtime_error when the file cannot be written.
-  void save(const std::filesystem::path& path) const {
-    std::vector<char> out;
+  void save(const std::filesystem::path& path) const { io::detail::write_all(path, serialize()); }
+
+ private:
+  void write_to(std::vector<char>& out) const {
     out.insert(out.end(), kMagic, kMagic + 8);
     io::detail::append(out, kVersion);
     io::detail::append(out, scalar_code());
@@ -250,15 +252,26 @@ class IvfIndex {
       raw(l.vectors.data(), sizeof(T) * l.vectors.size());
     }
     io::detail::append(out, checksum(out.data(), out.size()));
-    io::detail::write_all(path, out);
   }
+
+ public:
 
   /// Reads an index written by `save`. Verifies the magic, version, scalar type (must be T's),
   /// metric, sizes against the file length, the checksum, modality tags and finiteness.
   /// Throws std::runtime_error naming the file and offset on a missing, truncated, corrupt or
   /// mismatched file; never reads out of bounds.
-  [[nodiscard]] static IvfIndex load(const std::filesystem::path& path) {
-    const std::vector<char> bytes = io::detail::read_all(path);
+  [[nodiscard]] static IvfIndex load(const std::filesystem::path& path) { return parse(io::detail::read_all(path), path); }
+
+  /// The bytes `save` writes, as a buffer (for sending over a network or storing in a blob).
+  [[nodiscard]] std::vector<char> serialize() const {
+    std::vector<char> out;
+    write_to(out);
+    return out;
+  }
+
+  /// Rebuilds an index from `serialize` / `save` bytes, with every check `load` makes;
+  /// `name` labels the errors.
+  [[nodiscard]] static IvfIndex parse(const std::vector<char>& bytes, const std::filesystem::path& path = "<memory>") {
     io::detail::Cursor c(bytes, path);
     char magic[8];
     c.copy_to(magic, 8, "magic");

@@ -20,9 +20,17 @@ namespace mmrag::detail {
 template <class T, class Arch>
 inline T reduce_add(const xsimd::batch<T, Arch>& v) noexcept {
 #if defined(__AVX512F__)
+  // Fold the upper 256 bits onto the lower with a lane shuffle (AVX512F; the extract
+  // intrinsics would need DQ or trip GCC's -Wuninitialized), then finish on 256-bit batches.
   if constexpr (std::is_base_of_v<xsimd::avx512f, Arch>) {
-    if constexpr (std::is_same_v<T, float>) return _mm512_reduce_add_ps(v);
-    if constexpr (std::is_same_v<T, double>) return _mm512_reduce_add_pd(v);
+    if constexpr (std::is_same_v<T, float>) {
+      const __m512 hi = _mm512_shuffle_f32x4(v, v, 0xEE);
+      return xsimd::hadd(xsimd::batch<float, xsimd::avx2>(_mm512_castps512_ps256(_mm512_add_ps(v, hi))));
+    }
+    if constexpr (std::is_same_v<T, double>) {
+      const __m512d hi = _mm512_shuffle_f64x2(v, v, 0xEE);
+      return xsimd::hadd(xsimd::batch<double, xsimd::avx2>(_mm512_castpd512_pd256(_mm512_add_pd(v, hi))));
+    }
   }
 #endif
   return xsimd::hadd(v);

@@ -1,0 +1,34 @@
+// Writes the seed corpus of the fuzz targets (small valid files of each format) into the
+// folder given as argv[1]. Run by tests/fuzz/run.sh when the corpus folders are empty.
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "mmrag/ivf_index.hpp"
+
+int main(int argc, char** argv) {
+  namespace fs = std::filesystem;
+  const fs::path root = argc > 1 ? argv[1] : "corpus";
+  for (const char* d : {"ivf", "npy", "vecs"}) fs::create_directories(root / d);
+  mmrag::Matrix<float> x(12, 3);
+  for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = float((i * 7) % 11) - 5.f;
+  for (auto metric : {mmrag::Metric::l2, mmrag::Metric::cosine}) {
+    mmrag::IvfIndex<float> f(3, 2, metric);
+    f.train(x);
+    const std::vector<mmrag::Modality> mods = {0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3};
+    f.add(x, {}, mods);
+    f.save(root / "ivf" / (std::string("float_") + mmrag::to_string(metric) + ".ivf"));
+  }
+  mmrag::IvfIndex<double> d(3, 2, mmrag::Metric::inner_product);
+  d.save(root / "ivf" / "double_untrained.ivf");
+  mmrag::io::write_npy(root / "npy" / "f4.npy", x);
+  mmrag::io::write_npy(root / "npy" / "f8.npy", mmrag::Matrix<double>(x.cast<double>()));
+  mmrag::Matrix<std::int64_t> ids(2, 2);
+  ids << 1, 2, 3, 4;
+  mmrag::io::write_npy(root / "npy" / "i8.npy", ids);
+  mmrag::io::write_fvecs(root / "vecs" / "a.fvecs", x);
+  mmrag::io::write_ivecs(root / "vecs" / "a.ivecs", mmrag::Matrix<std::int32_t>(x.cast<std::int32_t>()));
+  std::ofstream idx(root / "vecs" / "labels.idx", std::ios::binary);
+  idx.write("\x00\x00\x08\x01\x00\x00\x00\x03\x01\x02\x03", 11);
+  return 0;
+}
