@@ -89,6 +89,20 @@ void BM_tiled(benchmark::State& state) {
 BENCHMARK(BM_tiled)->Name("loss/tiled")->Args({32768, 512, 0})->Args({32768, 512, 1})
     ->Iterations(1)->Unit(benchmark::kMillisecond);
 
+// Guard pair for CI (bench/guard.py): the tiled path against the direct one at the same size.
+void BM_guard_in_batch(benchmark::State& state) {
+  const Matrix<float> a = bench::random_matrix<float>(2048, 256, 1), b = bench::random_matrix<float>(2048, 256, 2);
+  loss::InBatchOptions opt;
+  if (state.range(0) == 1) opt.max_logits_bytes = 0;  // force tiles of 256 rows
+  for (auto _ : state) {
+    auto r = loss::in_batch_info_nce(a, b, opt);
+    benchmark::DoNotOptimize(r.grad_a.data());
+  }
+  set_flops(state, 2048, 256);
+  state.SetLabel(state.range(0) == 1 ? "tiled" : "direct");
+}
+BENCHMARK(BM_guard_in_batch)->Name("guard/in_batch_info_nce")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+
 }  // namespace
 
 BENCHMARK_MAIN();

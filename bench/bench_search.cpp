@@ -207,6 +207,48 @@ void BM_kmeans_faiss(benchmark::State& state) {
 BENCHMARK(BM_kmeans_faiss)->Name("kmeans_60kx784_k256/faiss")->Unit(benchmark::kMillisecond)->Iterations(1);
 #endif
 
+// Guard pair for CI (bench/guard.py): IVF against exact search on clustered data, with the
+// IVF's recall@10 reported so the guard compares speed at a known recall.
+struct GuardData {
+  Matrix<float> base, queries;
+  Matrix<Index> truth;
+  FlatIndex<float> flat{64, Metric::l2};
+  IvfIndex<float> ivf{64, 128, Metric::l2};
+  GuardData() {
+    const Matrix<float> centers = bench::random_matrix<float>(100, 64, 21) * 4.f;
+    base = bench::random_matrix<float>(50000, 64, 22);
+    queries = bench::random_matrix<float>(1000, 64, 23);
+    for (Eigen::Index i = 0; i < base.rows(); ++i) base.row(i) += centers.row(i % 100);
+    for (Eigen::Index i = 0; i < queries.rows(); ++i) queries.row(i) += centers.row((i * 7) % 100);
+    flat.add(base);
+    truth = flat.search(queries, 10).ids;
+    ivf.train(base);
+    ivf.add(base);
+  }
+};
+const GuardData& guard_data() {
+  static const GuardData g;
+  return g;
+}
+
+void BM_guard_search(benchmark::State& state) {
+  const GuardData& g = guard_data();
+  const bool use_ivf = state.range(0) == 1;
+  Matrix<Index> ids;
+  for (auto _ : state) {
+    ids = use_ivf ? g.ivf.search(g.queries, 10, {.nprobe = 16}).ids : g.flat.search(g.queries, 10).ids;
+    benchmark::DoNotOptimize(ids.data());
+  }
+  std::size_t hit = 0;
+  for (Eigen::Index i = 0; i < ids.rows(); ++i)
+    for (Eigen::Index j = 0; j < 10; ++j)
+      for (Eigen::Index l = 0; l < 10; ++l) hit += ids(i, j) == g.truth(i, l);
+  state.counters["recall"] = double(hit) / double(ids.size());
+  set_qps(state, g.queries.rows());
+  state.SetLabel(use_ivf ? "ivf nlist 128 nprobe 16" : "flat");
+}
+BENCHMARK(BM_guard_search)->Name("guard/search")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+
 }  // namespace
 
 BENCHMARK_MAIN();
