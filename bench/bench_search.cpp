@@ -207,6 +207,50 @@ void BM_kmeans_faiss(benchmark::State& state) {
 BENCHMARK(BM_kmeans_faiss)->Name("kmeans_60kx784_k256/faiss")->Unit(benchmark::kMillisecond)->Iterations(1);
 #endif
 
+// ---- Filtered against unfiltered search on the same index (modality tags 0..3, cycling) ----
+// The filter keeps one modality (a quarter of the items); the result is the exact top-k
+// among them. Filtering happens inside the scan, so it must never cost more than no filter.
+std::vector<Modality> cycling_modalities(std::size_t n) {
+  std::vector<Modality> m(n);
+  for (std::size_t i = 0; i < n; ++i) m[i] = Modality(i % 4);
+  return m;
+}
+
+void BM_filtered(benchmark::State& state) {
+  const bool filtered = state.range(0) == 1;
+  const int kind = static_cast<int>(state.range(1));  // 0: flat batch, 1: flat single, 2: IVF batch
+  static FlatIndex<float>* flat_batch = nullptr;
+  static FlatIndex<float>* flat_single = nullptr;
+  static IvfIndex<float>* ivf = nullptr;
+  if (kind == 0 && !flat_batch) {
+    flat_batch = new FlatIndex<float>(128, Metric::cosine);
+    flat_batch->add(base_200k(), {}, cycling_modalities(200000));
+  }
+  if (kind == 1 && !flat_single) {
+    flat_single = new FlatIndex<float>(128, Metric::inner_product);
+    flat_single->add(base_1m(), {}, cycling_modalities(std::size_t(base_1m().rows())));
+  }
+  if (kind == 2 && !ivf) {
+    ivf = new IvfIndex<float>(128, 1024, Metric::l2);
+    ivf->train(base_200k().topRows(100000));
+    ivf->add(base_200k(), {}, cycling_modalities(200000));
+  }
+  SearchParams params{.nprobe = 8};
+  if (filtered) params.filter.modalities = ModalitySet{Modality(2)};
+  const Eigen::Index nq = kind == 1 ? 1 : 1000;
+  const Matrix<float> q = queries_1k().topRows(nq);
+  for (auto _ : state) {
+    auto hits = kind == 0 ? flat_batch->search(q, 10, params)
+                : kind == 1 ? flat_single->search(q, 10, params)
+                            : ivf->search(q, 10, params);
+    benchmark::DoNotOptimize(hits.ids.data());
+  }
+  set_qps(state, nq);
+  static const char* const what[] = {"flat 200k cosine, 1000 queries", "flat 1M ip, 1 query", "ivf 200k nprobe 8, 1000 queries"};
+  state.SetLabel(std::string(what[kind]) + (filtered ? ", filter: 1 of 4 modalities" : ", no filter"));
+}
+BENCHMARK(BM_filtered)->Name("filter")->ArgsProduct({{0, 1}, {0, 1, 2}})->Unit(benchmark::kMillisecond);
+
 // Guard pair for CI (bench/guard.py): IVF against exact search on clustered data, with the
 // IVF's recall@10 reported so the guard compares speed at a known recall.
 struct GuardData {

@@ -24,6 +24,12 @@
 
 namespace mmrag {
 
+namespace detail {
+/// Below about this many scalar operations a parallel region costs more than it saves (and
+/// OpenMP's spinning threads slow everything around them), so loops stay serial.
+inline constexpr long long kParallelWork = 1LL << 18;
+}  // namespace detail
+
 /// Embeddings are the rows of a row-major matrix: n × d.
 template <class T>
 using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;

@@ -110,7 +110,7 @@ class FlatIndex {
     }
 
     const Eigen::Index blocks = (nq + kQueryBlock - 1) / kQueryBlock;
-    MMRAG_OMP(parallel for schedule(dynamic))
+    MMRAG_OMP(parallel for schedule(dynamic) if (blocks > 1))
     for (Eigen::Index bi = 0; bi < blocks; ++bi) {
       const Eigen::Index first_q = bi * kQueryBlock;
       const auto nb = static_cast<std::size_t>(std::min(kQueryBlock, nq - first_q));
@@ -122,9 +122,15 @@ class FlatIndex {
         sq_query[i] = q.row(first_q + static_cast<Eigen::Index>(i)).squaredNorm();
       }
       Matrix<T> scratch;
-      for (std::size_t first = 0; first < size(); first += kBaseTile)
-        detail::scan_gemm(q.row(first_q).data(), nb, dim_, block(first, std::min(kBaseTile, size() - first)),
-                          metric_, params.filter, top_ptrs.data(), sq_query.data(), scratch);
+      detail::Compacted<T> compacted;
+      const bool filtered = !params.filter.is_trivial();
+      for (std::size_t first = 0; first < size(); first += kBaseTile) {
+        const auto tile = block(first, std::min(kBaseTile, size() - first));
+        // A filter shrinks the GEMM to the tile's allowed rows: filtered costs less, not more.
+        const auto b = filtered ? detail::compact(tile, params.filter, compacted) : tile;
+        detail::scan_gemm(q.row(first_q).data(), nb, dim_, b, metric_, Filter{}, top_ptrs.data(), sq_query.data(),
+                          scratch);
+      }
       detail::finish(tops.data(), nb, first_q, hits, exact_l2 ? q.row(first_q).data() : nullptr, dim_);
     }
     return hits;

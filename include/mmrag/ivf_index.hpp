@@ -135,7 +135,7 @@ class IvfIndex {
     const bool higher = higher_is_better(metric_);
 
     const Eigen::Index blocks = (nq + kQueryBlock - 1) / kQueryBlock;
-    MMRAG_OMP(parallel for schedule(dynamic))
+    MMRAG_OMP(parallel for schedule(dynamic) if (blocks > 1))
     for (Eigen::Index bi = 0; bi < blocks; ++bi) {
       const Eigen::Index first_q = bi * kQueryBlock;
       const Eigen::Index nb = std::min(kQueryBlock, nq - first_q);
@@ -151,16 +151,20 @@ class IvfIndex {
       Matrix<T> gemm_scratch, gathered;
       std::vector<detail::TopK<T>*> top_ptrs;
       std::vector<T> sq;
+      detail::Compacted<T> compacted;
+      const bool filtered = !params.filter.is_trivial();
       for (std::size_t l = 0; l < nlist_; ++l) {
         const auto& who = by_cell[l];
-        const auto b = lists_[l].block(dim_);
-        if (who.empty() || b.rows == 0) continue;
+        if (who.empty() || lists_[l].ids.empty()) continue;
         if (who.size() < kGemmMinQueries) {
           for (Eigen::Index i : who)
-            detail::scan_simd(q.row(first_q + i).data(), q_sq[first_q + i], dim_, b, metric_, params.filter,
-                              tops[static_cast<std::size_t>(i)], simd_scratch);
+            detail::scan_simd(q.row(first_q + i).data(), q_sq[first_q + i], dim_, lists_[l].block(dim_), metric_,
+                              params.filter, tops[static_cast<std::size_t>(i)], simd_scratch);
           continue;
         }
+        // Several queries share this cell: score only its allowed rows, once for all of them.
+        const auto b = filtered ? detail::compact(lists_[l].block(dim_), params.filter, compacted) : lists_[l].block(dim_);
+        if (b.rows == 0) continue;
         gathered.resize(static_cast<Eigen::Index>(who.size()), static_cast<Eigen::Index>(dim_));
         top_ptrs.resize(who.size());
         sq.resize(who.size());
@@ -169,7 +173,7 @@ class IvfIndex {
           top_ptrs[j] = &tops[static_cast<std::size_t>(who[j])];
           sq[j] = q_sq[first_q + who[j]];
         }
-        detail::scan_gemm(gathered.data(), who.size(), dim_, b, metric_, params.filter, top_ptrs.data(), sq.data(),
+        detail::scan_gemm(gathered.data(), who.size(), dim_, b, metric_, Filter{}, top_ptrs.data(), sq.data(),
                           gemm_scratch);
       }
       detail::finish(tops.data(), static_cast<std::size_t>(nb), first_q, hits,

@@ -69,7 +69,7 @@ void assign_nearest(const Matrix<T>& x, const Vector<T>& x_sq, const Matrix<T>& 
   cost.assign(static_cast<std::size_t>(n), 0.0);
   const Vector<T> c_sq = c.rowwise().squaredNorm();
   constexpr Eigen::Index block = 1024;
-  MMRAG_OMP(parallel for schedule(dynamic))
+  MMRAG_OMP(parallel for schedule(dynamic) if (n > block))
   for (Eigen::Index b0 = 0; b0 < n; b0 += block) {
     const Eigen::Index rows = std::min(block, n - b0);
     Matrix<T> dots(rows, k);

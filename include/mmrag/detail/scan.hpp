@@ -31,6 +31,9 @@ struct Block {
   const Modality* modality = nullptr;  ///< rows
   std::size_t rows = 0;
   std::size_t dim = 0;
+  /// For a compacted copy: where each row lives in the index (the heaps keep that pointer
+  /// for the final exact l2 rescoring, after the copy is gone). Null: rows are in place.
+  const T* const* source = nullptr;
 };
 
 template <class T>
@@ -38,20 +41,31 @@ inline bool allowed(const Block<T>& b, std::size_t j, const Filter& f) noexcept 
   return f.modalities.contains(b.modality[j]) && (f.ids == nullptr || f.ids->contains(b.ids[j]));
 }
 
-/// Pushes scores[j] (already in "rank key" form) of block rows [0, rows) into `top`.
+/// Pushes scores[j] of block rows [0, rows) into `top`. Once the heap is full almost no score
+/// can enter, so a SIMD compare against the threshold skips W scores at a time and only
+/// batches holding a possible entrant go through the scalar path (and the filter).
 template <class T, bool Filtered>
 inline void select(const T* scores, const Block<T>& b, const Filter& f, bool higher, TopK<T>& top) {
+  using Batch = xsimd::batch<T>;
+  constexpr std::size_t W = Batch::size;
   T thr = top.threshold();
-  for (std::size_t j = 0; j < b.rows; ++j) {
+  auto consider = [&](std::size_t j) {
     const T s = scores[j];
     if (higher ? s >= thr : s <= thr) {
       if constexpr (Filtered) {
-        if (!allowed(b, j, f)) continue;
+        if (!allowed(b, j, f)) return;
       }
-      top.push(s, b.ids[j], b.vectors + j * b.dim);
+      top.push(s, b.ids[j], b.source ? b.source[j] : b.vectors + j * b.dim);
       thr = top.threshold();
     }
+  };
+  std::size_t j = 0;
+  for (; j + W <= b.rows; j += W) {
+    const Batch v = Batch::load_unaligned(scores + j), t(thr);
+    if (xsimd::any(higher ? (v >= t) : (v <= t)))
+      for (std::size_t i = j; i < j + W; ++i) consider(i);
   }
+  for (; j < b.rows; ++j) consider(j);
 }
 
 /// Scores one query against block `b` with the SIMD kernels: inner products (cosine: vectors
@@ -90,8 +104,10 @@ void scan_gemm(const T* queries, std::size_t nq, std::size_t dim, const Block<T>
   for (std::size_t i = 0; i < nq; ++i) {
     T* row = scratch.row(static_cast<Eigen::Index>(i)).data();
     if (metric == Metric::l2) {
-      const T qn = sq_queries[i];
-      for (std::size_t j = 0; j < b.rows; ++j) row[j] = std::max(T(0), qn + b.sq_norms[j] - T(2) * row[j]);
+      using Arr = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
+      Arr r(row, static_cast<Eigen::Index>(b.rows));
+      const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> xn(b.sq_norms, static_cast<Eigen::Index>(b.rows));
+      r = (sq_queries[i] + xn - T(2) * r).max(T(0));
     }
     if (trivial)
       select<T, false>(row, b, f, higher, *tops[i]);
@@ -113,6 +129,33 @@ void finish(TopK<T>* tops, std::size_t nq, Eigen::Index first, Hits<T>& hits, co
     const Eigen::Index r = first + static_cast<Eigen::Index>(i);
     tops[i].finish(hits.ids.row(r).data(), hits.scores.row(r).data());
   }
+}
+
+/// Storage for a compacted block (see `compact`), reused across calls.
+template <class T>
+struct Compacted {
+  std::vector<T> vectors, sq_norms;
+  std::vector<Index> ids;
+  std::vector<Modality> modality;
+  std::vector<const T*> source;
+};
+
+/// The rows of `b` that pass `f`, copied into `out` as a contiguous block. Scoring the compact
+/// block does only the allowed rows' arithmetic, so a filtered batch search costs less than an
+/// unfiltered one instead of scoring everything and discarding most of it.
+template <class T>
+Block<T> compact(const Block<T>& b, const Filter& f, Compacted<T>& out) {
+  out.vectors.clear(), out.sq_norms.clear(), out.ids.clear(), out.modality.clear(), out.source.clear();
+  for (std::size_t j = 0; j < b.rows; ++j) {
+    if (!allowed(b, j, f)) continue;
+    out.vectors.insert(out.vectors.end(), b.vectors + j * b.dim, b.vectors + (j + 1) * b.dim);
+    out.sq_norms.push_back(b.sq_norms[j]);
+    out.ids.push_back(b.ids[j]);
+    out.modality.push_back(b.modality[j]);
+    out.source.push_back(b.source ? b.source[j] : b.vectors + j * b.dim);
+  }
+  return {out.vectors.data(), out.ids.data(), out.sq_norms.data(), out.modality.data(), out.ids.size(), b.dim,
+          out.source.data()};
 }
 
 }  // namespace mmrag::detail

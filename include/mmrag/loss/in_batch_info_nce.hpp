@@ -51,7 +51,7 @@ struct ColumnLse {
     const Eigen::Index m = z.cols();
     // Columns are independent: split them across threads, rows stream through each range.
     constexpr Eigen::Index chunk = 512;
-    MMRAG_OMP(parallel for schedule(static))
+    MMRAG_OMP(parallel for schedule(static) if (z.size() > mmrag::detail::kParallelWork))
     for (Eigen::Index c0 = 0; c0 < m; c0 += chunk) {
       const Eigen::Index w = std::min(chunk, m - c0);
       auto mx = max.segment(c0, w).array();
@@ -116,7 +116,7 @@ template <class DA, class DB>
   detail::ColumnLse<T> columns(n);
   Matrix<T> z_direct;  // the whole logit matrix on the direct path, reused by the backward pass
   double diag_sum = 0;
-  MMRAG_OMP(parallel if (!direct) reduction(+ : diag_sum))
+  MMRAG_OMP(parallel if (!direct && n * n > mmrag::detail::kParallelWork) reduction(+ : diag_sum))
   {
     detail::ColumnLse<T> local(n);
     Matrix<T> z_tile;
@@ -125,7 +125,7 @@ template <class DA, class DB>
       const Eigen::Index first = t * tile, rows = std::min(tile, n - first);
       Matrix<T>& z = direct ? z_direct : z_tile;
       detail::logits_panel(a_scaled, eb.x, first, rows, z);
-      MMRAG_OMP(parallel for schedule(static) reduction(+ : diag_sum))
+      MMRAG_OMP(parallel for schedule(static) reduction(+ : diag_sum) if (rows * n > mmrag::detail::kParallelWork))
       for (Eigen::Index r = 0; r < rows; ++r) {
         const T mx = z.row(r).maxCoeff();
         row_lse[first + r] = mx + std::log((z.row(r).array() - mx).exp().sum());
@@ -148,7 +148,7 @@ template <class DA, class DB>
   Matrix<T> grad_xa(n, a.cols()), grad_xb = Matrix<T>::Zero(n, a.cols());
   double dz_dot_z = 0;  // sum_ij G_ij z_ij, for d value / d log tau = -sum G ∘ z
   const T diag_weight = scale + col_weight;
-  MMRAG_OMP(parallel if (!direct) reduction(+ : dz_dot_z))
+  MMRAG_OMP(parallel if (!direct && n * n > mmrag::detail::kParallelWork) reduction(+ : dz_dot_z))
   {
     Matrix<T> z_tile, grad_xb_local = Matrix<T>::Zero(direct ? 0 : n, a.cols());
     MMRAG_OMP(for schedule(dynamic))
@@ -156,7 +156,7 @@ template <class DA, class DB>
       const Eigen::Index first = t * tile, rows = std::min(tile, n - first);
       Matrix<T>& g = direct ? z_direct : z_tile;
       if (!direct) detail::logits_panel(a_scaled, eb.x, first, rows, g);
-      MMRAG_OMP(parallel for schedule(static) reduction(+ : dz_dot_z))
+      MMRAG_OMP(parallel for schedule(static) reduction(+ : dz_dot_z) if (rows * n > mmrag::detail::kParallelWork))
       for (Eigen::Index r = 0; r < rows; ++r) {
         auto row = g.row(r).array();
         const auto z_copy = row.eval();

@@ -36,7 +36,7 @@ template <class D>
   const T scale = reduction == Reduction::mean ? T(1) / T(n) : T(1);
   ScoreLoss<T> out{T(0), Matrix<T>(scores)};
   double total = 0;
-  MMRAG_OMP(parallel for reduction(+ : total) schedule(static))
+  MMRAG_OMP(parallel for reduction(+ : total) schedule(static) if (n * m > mmrag::detail::kParallelWork))
   for (Eigen::Index i = 0; i < n; ++i) {
     auto g = out.grad_scores.row(i);
     const T mx = g.maxCoeff();

@@ -55,14 +55,14 @@ template <class DA, class DB>
 
   Matrix<T> grad_xa(n, a.cols()), grad_xb = Matrix<T>::Zero(n, a.cols());
   double total = 0, g_sum = 0, g_dot_s = 0;  // value, sum G, sum G ∘ (s / tau)
-  MMRAG_OMP(parallel if (tiles > 1) reduction(+ : total, g_sum, g_dot_s))
+  MMRAG_OMP(parallel if (tiles > 1 && n * n > mmrag::detail::kParallelWork) reduction(+ : total, g_sum, g_dot_s))
   {
     Matrix<T> g, grad_xb_local = Matrix<T>::Zero(tiles > 1 ? n : 0, a.cols());
     MMRAG_OMP(for schedule(dynamic))
     for (Eigen::Index t = 0; t < tiles; ++t) {
       const Eigen::Index first = t * tile, rows = std::min(tile, n - first);
       detail::logits_panel(a_scaled, eb.x, first, rows, g);  // g holds s / tau
-      MMRAG_OMP(parallel for schedule(static) reduction(+ : total, g_sum, g_dot_s))
+      MMRAG_OMP(parallel for schedule(static) reduction(+ : total, g_sum, g_dot_s) if (rows * n > mmrag::detail::kParallelWork))
       for (Eigen::Index r = 0; r < rows; ++r) {
         auto row = g.row(r).array();
         const Eigen::Index diag = first + r;
