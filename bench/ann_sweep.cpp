@@ -29,14 +29,17 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 // Fraction of the true top-k ids found among the returned k (recall@k, as ann-benchmarks).
 double recall(const Matrix<Index>& got, const Matrix<Index>& truth, std::size_t k) {
   std::size_t hit = 0;
   for (Eigen::Index i = 0; i < got.rows(); ++i)
     for (std::size_t j = 0; j < k; ++j)
-      for (std::size_t l = 0; l < k; ++l) hit += got(i, Eigen::Index(j)) == truth(i, Eigen::Index(l));
+      for (std::size_t l = 0; l < k; ++l)
+        hit += got(i, Eigen::Index(j)) == truth(i, Eigen::Index(l));
   return double(hit) / double(got.rows() * Eigen::Index(k));
 }
 
@@ -54,15 +57,20 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--nlist") nlist = std::stoul(next());
-    else if (a == "--k") k = std::stoul(next());
-    else if (a == "--queries") max_queries = std::stoul(next());
+    if (a == "--nlist")
+      nlist = std::stoul(next());
+    else if (a == "--k")
+      k = std::stoul(next());
+    else if (a == "--queries")
+      max_queries = std::stoul(next());
     else if (a == "--fvecs") {
       base_path = next();
       query_path = next();
       if (i + 1 < argc && argv[i + 1][0] != '-') gt_path = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: ann_sweep [--nlist N] [--k N] [--queries N] [--fvecs BASE QUERIES [GT]]\n");
+      std::fprintf(
+          stderr,
+          "usage: ann_sweep [--nlist N] [--k N] [--queries N] [--fvecs BASE QUERIES [GT]]\n");
       return 2;
     }
   }
@@ -75,7 +83,9 @@ int main(int argc, char** argv) {
     name = base_path;
   } else {
     if (!datasets::fashion_mnist_available()) {
-      std::fprintf(stderr, "ann_sweep: Fashion-MNIST not found in %s\n  install it: sudo apt-get install dataset-fashion-mnist\n",
+      std::fprintf(stderr,
+                   "ann_sweep: Fashion-MNIST not found in %s\n  install it: sudo apt-get install "
+                   "dataset-fashion-mnist\n",
                    datasets::fashion_mnist_dir.c_str());
       return 1;
     }
@@ -84,11 +94,12 @@ int main(int argc, char** argv) {
     queries = std::move(d.test_images);
     name = "Fashion-MNIST";
   }
-  if (max_queries > 0 && Eigen::Index(max_queries) < queries.rows()) queries.conservativeResize(Eigen::Index(max_queries), queries.cols());
+  if (max_queries > 0 && Eigen::Index(max_queries) < queries.rows())
+    queries.conservativeResize(Eigen::Index(max_queries), queries.cols());
   const auto nq = queries.rows();
   const auto dim = static_cast<std::size_t>(base.cols());
-  std::printf("dataset: %s, base %ld x %zu, queries %ld, L2, k = %zu, nlist = %zu\n", name.c_str(), long(base.rows()), dim,
-              long(nq), k, nlist);
+  std::printf("dataset: %s, base %ld x %zu, queries %ld, L2, k = %zu, nlist = %zu\n", name.c_str(),
+              long(base.rows()), dim, long(nq), k, nlist);
 
   // Exact ground truth (and the flat index's own QPS).
   FlatIndex<float> flat(dim, Metric::l2);
@@ -106,7 +117,9 @@ int main(int argc, char** argv) {
   t0 = Clock::now();
   ivf.add(base);
   const double add_s = seconds_since(t0);
-  std::printf("ivf train:      %8.3f s (k-means, %zu centroids, 10 iterations)\nivf add:        %8.3f s\n", train_s, nlist, add_s);
+  std::printf(
+      "ivf train:      %8.3f s (k-means, %zu centroids, 10 iterations)\nivf add:        %8.3f s\n",
+      train_s, nlist, add_s);
 
 #ifdef MMRAG_HAVE_FAISS
   faiss::IndexFlatL2 faiss_flat{static_cast<faiss::Index::idx_t>(dim)};
@@ -116,7 +129,8 @@ int main(int argc, char** argv) {
   t0 = Clock::now();
   faiss_flat.search(nq, queries.data(), long(k), fd.data(), fi.data());
   const double faiss_flat_s = seconds_since(t0);
-  std::printf("faiss flat:     %8.0f QPS   (mmrag / faiss = %.2fx)\n", double(nq) / faiss_flat_s, faiss_flat_s / flat_s);
+  std::printf("faiss flat:     %8.0f QPS   (mmrag / faiss = %.2fx)\n", double(nq) / faiss_flat_s,
+              faiss_flat_s / flat_s);
   faiss::IndexFlatL2 quantizer{static_cast<faiss::Index::idx_t>(dim)};
   faiss::IndexIVFFlat faiss_ivf(&quantizer, long(dim), nlist);
   faiss_ivf.verbose = false;
@@ -126,8 +140,8 @@ int main(int argc, char** argv) {
   t0 = Clock::now();
   faiss_ivf.add(base.rows(), base.data());
   const double faiss_add_s = seconds_since(t0);
-  std::printf("faiss train:    %8.3f s     (mmrag / faiss time = %.2fx)\nfaiss add:      %8.3f s\n", faiss_train_s,
-              train_s / faiss_train_s, faiss_add_s);
+  std::printf("faiss train:    %8.3f s     (mmrag / faiss time = %.2fx)\nfaiss add:      %8.3f s\n",
+              faiss_train_s, train_s / faiss_train_s, faiss_add_s);
 #endif
 
   std::printf("\n| nprobe | recall@%zu | QPS mmrag |", k);
@@ -149,7 +163,8 @@ int main(int argc, char** argv) {
     t0 = Clock::now();
     faiss_ivf.search(nq, queries.data(), long(k), fd.data(), fi.data());
     const double fs = seconds_since(t0);
-    Matrix<Index> fids = Eigen::Map<Matrix<faiss::Index::idx_t>>(fi.data(), nq, Eigen::Index(k)).cast<Index>();
+    Matrix<Index> fids =
+        Eigen::Map<Matrix<faiss::Index::idx_t>>(fi.data(), nq, Eigen::Index(k)).cast<Index>();
     std::printf(" %.4f | %.0f | %.2fx |", recall(fids, truth, k), double(nq) / fs, fs / s);
 #endif
     std::printf("\n");

@@ -21,6 +21,8 @@ Matrix<T> random_matrix(Eigen::Index rows, Eigen::Index cols, std::uint64_t seed
   return m;
 }
 
-inline std::string arch_label() { return std::string("xsimd:") + xsimd::default_arch::name(); }
+inline std::string arch_label() {
+  return std::string("xsimd:") + xsimd::default_arch::name();
+}
 
 }  // namespace mmrag::bench

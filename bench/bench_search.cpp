@@ -33,7 +33,8 @@ const Matrix<float>& queries_1k() {
 }
 
 void set_qps(benchmark::State& state, std::int64_t nq) {
-  state.counters["QPS"] = benchmark::Counter(double(state.iterations() * nq), benchmark::Counter::kIsRate);
+  state.counters["QPS"] =
+      benchmark::Counter(double(state.iterations() * nq), benchmark::Counter::kIsRate);
   state.SetItemsProcessed(state.iterations() * nq);
 }
 
@@ -48,7 +49,9 @@ void BM_flat_batch_mmrag(benchmark::State& state) {
   set_qps(state, 1000);
   state.SetLabel("cosine " + bench::arch_label());
 }
-BENCHMARK(BM_flat_batch_mmrag)->Name("flat_200kx128_cosine_batch1000/mmrag")->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_flat_batch_mmrag)
+    ->Name("flat_200kx128_cosine_batch1000/mmrag")
+    ->Unit(benchmark::kMillisecond);
 
 // Baseline without FAISS: the naive way with Eigen (normalize, one GEMM, partial sort per row).
 void BM_flat_batch_eigen(benchmark::State& state) {
@@ -63,7 +66,8 @@ void BM_flat_batch_eigen(benchmark::State& state) {
       for (Eigen::Index i = 0; i < 250; ++i) {
         std::iota(order.begin(), order.end(), Index(0));
         const float* row = s.row(i).data();
-        std::partial_sort(order.begin(), order.begin() + 10, order.end(), [row](Index a, Index b) { return row[a] > row[b]; });
+        std::partial_sort(order.begin(), order.begin() + 10, order.end(),
+                          [row](Index a, Index b) { return row[a] > row[b]; });
         benchmark::DoNotOptimize(order.data());
       }
     }
@@ -71,7 +75,9 @@ void BM_flat_batch_eigen(benchmark::State& state) {
   set_qps(state, 1000);
   state.SetLabel("baseline: Eigen GEMM + partial_sort");
 }
-BENCHMARK(BM_flat_batch_eigen)->Name("flat_200kx128_cosine_batch1000/eigen")->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_flat_batch_eigen)
+    ->Name("flat_200kx128_cosine_batch1000/eigen")
+    ->Unit(benchmark::kMillisecond);
 
 #ifdef MMRAG_HAVE_FAISS
 void BM_flat_batch_faiss(benchmark::State& state) {
@@ -90,7 +96,9 @@ void BM_flat_batch_faiss(benchmark::State& state) {
   set_qps(state, 1000);
   state.SetLabel("baseline: FAISS IndexFlatIP (Debian build)");
 }
-BENCHMARK(BM_flat_batch_faiss)->Name("flat_200kx128_cosine_batch1000/faiss")->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_flat_batch_faiss)
+    ->Name("flat_200kx128_cosine_batch1000/faiss")
+    ->Unit(benchmark::kMillisecond);
 #endif
 
 // ---- Flat, one query over 1M × 128 (512 MB), memory-bound ---------------------------------
@@ -112,7 +120,11 @@ void BM_flat_single(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * base_1m().size() * 4);
   state.SetLabel(to_string(metric));
 }
-BENCHMARK(BM_flat_single)->Name("flat_1Mx128_single/mmrag")->Arg(0)->Arg(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_flat_single)
+    ->Name("flat_1Mx128_single/mmrag")
+    ->Arg(0)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond);
 
 void BM_streaming_read(benchmark::State& state) {
   const Matrix<float>& base = base_1m();
@@ -131,7 +143,9 @@ void BM_streaming_read(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * base.size() * 4);
   state.SetLabel("baseline: plain streaming read");
 }
-BENCHMARK(BM_streaming_read)->Name("flat_1Mx128_single/streaming_read")->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_streaming_read)
+    ->Name("flat_1Mx128_single/streaming_read")
+    ->Unit(benchmark::kMillisecond);
 
 // ---- IVF on 200k × 128 synthetic, 1024 lists, 1000 queries ------------------------------------
 void BM_ivf(benchmark::State& state) {
@@ -150,7 +164,12 @@ void BM_ivf(benchmark::State& state) {
   set_qps(state, nq);
   state.SetLabel("l2, nlist 1024");
 }
-BENCHMARK(BM_ivf)->Name("ivf_200kx128/mmrag")->Args({8, 1000})->Args({32, 1000})->Args({8, 1})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ivf)
+    ->Name("ivf_200kx128/mmrag")
+    ->Args({8, 1000})
+    ->Args({32, 1000})
+    ->Args({8, 1})
+    ->Unit(benchmark::kMillisecond);
 
 #ifdef MMRAG_HAVE_FAISS
 void BM_ivf_faiss(benchmark::State& state) {
@@ -172,7 +191,12 @@ void BM_ivf_faiss(benchmark::State& state) {
   set_qps(state, nq);
   state.SetLabel("baseline: FAISS IndexIVFFlat (Debian build)");
 }
-BENCHMARK(BM_ivf_faiss)->Name("ivf_200kx128/faiss")->Args({8, 1000})->Args({32, 1000})->Args({8, 1})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ivf_faiss)
+    ->Name("ivf_200kx128/faiss")
+    ->Args({8, 1000})
+    ->Args({32, 1000})
+    ->Args({8, 1})
+    ->Unit(benchmark::kMillisecond);
 #endif
 
 // ---- k-means: 256 centroids on 60k × 784, 10 iterations -------------------------------------
@@ -189,7 +213,10 @@ void BM_kmeans(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * 60000 * 10);
   state.SetLabel("k-means++ init + 10 Lloyd iterations");
 }
-BENCHMARK(BM_kmeans)->Name("kmeans_60kx784_k256/mmrag")->Unit(benchmark::kMillisecond)->Iterations(1);
+BENCHMARK(BM_kmeans)
+    ->Name("kmeans_60kx784_k256/mmrag")
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(1);
 
 #ifdef MMRAG_HAVE_FAISS
 void BM_kmeans_faiss(benchmark::State& state) {
@@ -204,7 +231,10 @@ void BM_kmeans_faiss(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * 60000 * 10);
   state.SetLabel("baseline: FAISS Clustering (random init)");
 }
-BENCHMARK(BM_kmeans_faiss)->Name("kmeans_60kx784_k256/faiss")->Unit(benchmark::kMillisecond)->Iterations(1);
+BENCHMARK(BM_kmeans_faiss)
+    ->Name("kmeans_60kx784_k256/faiss")
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(1);
 #endif
 
 // ---- Filtered against unfiltered search on the same index (modality tags 0..3, cycling) ----
@@ -240,16 +270,21 @@ void BM_filtered(benchmark::State& state) {
   const Eigen::Index nq = kind == 1 ? 1 : 1000;
   const Matrix<float> q = queries_1k().topRows(nq);
   for (auto _ : state) {
-    auto hits = kind == 0 ? flat_batch->search(q, 10, params)
+    auto hits = kind == 0   ? flat_batch->search(q, 10, params)
                 : kind == 1 ? flat_single->search(q, 10, params)
                             : ivf->search(q, 10, params);
     benchmark::DoNotOptimize(hits.ids.data());
   }
   set_qps(state, nq);
-  static const char* const what[] = {"flat 200k cosine, 1000 queries", "flat 1M ip, 1 query", "ivf 200k nprobe 8, 1000 queries"};
-  state.SetLabel(std::string(what[kind]) + (filtered ? ", filter: 1 of 4 modalities" : ", no filter"));
+  static const char* const what[] = {"flat 200k cosine, 1000 queries", "flat 1M ip, 1 query",
+                                     "ivf 200k nprobe 8, 1000 queries"};
+  state.SetLabel(std::string(what[kind]) +
+                 (filtered ? ", filter: 1 of 4 modalities" : ", no filter"));
 }
-BENCHMARK(BM_filtered)->Name("filter")->ArgsProduct({{0, 1}, {0, 1, 2}})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_filtered)
+    ->Name("filter")
+    ->ArgsProduct({{0, 1}, {0, 1, 2}})
+    ->Unit(benchmark::kMillisecond);
 
 // Guard pair for CI (bench/guard.py): IVF against exact search on clustered data, with the
 // IVF's recall@10 reported so the guard compares speed at a known recall.
@@ -280,7 +315,8 @@ void BM_guard_search(benchmark::State& state) {
   const bool use_ivf = state.range(0) == 1;
   Matrix<Index> ids;
   for (auto _ : state) {
-    ids = use_ivf ? g.ivf.search(g.queries, 10, {.nprobe = 16}).ids : g.flat.search(g.queries, 10).ids;
+    ids = use_ivf ? g.ivf.search(g.queries, 10, {.nprobe = 16}).ids
+                  : g.flat.search(g.queries, 10).ids;
     benchmark::DoNotOptimize(ids.data());
   }
   std::size_t hit = 0;

@@ -31,7 +31,8 @@ enum class Op { dot, l2, cosine };
 template <Op op, Impl impl>
 void BM_one_to_one(benchmark::State& state) {
   const auto n = static_cast<Eigen::Index>(state.range(0));
-  const Vector<float> a = bench::random_matrix<float>(n, 1, 1), b = bench::random_matrix<float>(n, 1, 2);
+  const Vector<float> a = bench::random_matrix<float>(n, 1, 1),
+                      b = bench::random_matrix<float>(n, 1, 2);
   const std::size_t un = static_cast<std::size_t>(n);
   for (auto _ : state) {
     float r = 0;
@@ -62,7 +63,7 @@ void dims(benchmark::internal::Benchmark* b) {
   for (long d : kDims) b->Arg(d);
 }
 
-#define MMRAG_ONE_TO_ONE(op)                                                   \
+#define MMRAG_ONE_TO_ONE(op)                                                      \
   BENCHMARK(BM_one_to_one<Op::op, Impl::mmrag>)->Name(#op "/mmrag")->Apply(dims); \
   BENCHMARK(BM_one_to_one<Op::op, Impl::eigen>)->Name(#op "/eigen")->Apply(dims); \
   BENCHMARK(BM_one_to_one<Op::op, Impl::scalar>)->Name(#op "/scalar")->Apply(dims);
@@ -83,8 +84,8 @@ void BM_scan_one_to_many(benchmark::State& state) {
   const auto metric = static_cast<Metric>(state.range(0));
   std::vector<float> out(static_cast<std::size_t>(base.rows()));
   for (auto _ : state) {
-    one_to_many<float>(q.data(), base.data(), static_cast<std::size_t>(base.rows()), 128, 128, metric,
-                       out.data());
+    one_to_many<float>(q.data(), base.data(), static_cast<std::size_t>(base.rows()), 128, 128,
+                       metric, out.data());
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
@@ -92,7 +93,11 @@ void BM_scan_one_to_many(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * base.rows());
   state.SetLabel(std::string(to_string(metric)) + " " + bench::arch_label());
 }
-BENCHMARK(BM_scan_one_to_many)->Name("scan_1Mx128/mmrag")->Arg(0)->Arg(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_scan_one_to_many)
+    ->Name("scan_1Mx128/mmrag")
+    ->Arg(0)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond);
 
 void BM_streaming_read(benchmark::State& state) {
   const Matrix<float>& base = big_base();
@@ -119,7 +124,8 @@ BENCHMARK(BM_streaming_read)->Name("scan_1Mx128/streaming_read")->Unit(benchmark
 template <bool bare>
 void BM_pairwise(benchmark::State& state) {
   const auto na = state.range(0), nb = state.range(1), d = state.range(2);
-  const Matrix<float> a = bench::random_matrix<float>(na, d, 1), b = bench::random_matrix<float>(nb, d, 2);
+  const Matrix<float> a = bench::random_matrix<float>(na, d, 1),
+                      b = bench::random_matrix<float>(nb, d, 2);
   const auto metric = static_cast<Metric>(state.range(3));
   Matrix<float> out(na, nb);
   for (auto _ : state) {
@@ -135,10 +141,15 @@ void BM_pairwise(benchmark::State& state) {
       benchmark::Counter(flops * double(state.iterations()) * 1e-9, benchmark::Counter::kIsRate);
   state.SetLabel(bare ? "baseline: Eigen GEMM" : to_string(metric));
 }
-BENCHMARK(BM_pairwise<false>)->Name("pairwise/mmrag")
-    ->Args({1024, 1024, 256, 0})->Args({1024, 1024, 256, 2})->Args({1024, 1024, 256, 1})
+BENCHMARK(BM_pairwise<false>)
+    ->Name("pairwise/mmrag")
+    ->Args({1024, 1024, 256, 0})
+    ->Args({1024, 1024, 256, 2})
+    ->Args({1024, 1024, 256, 1})
     ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_pairwise<true>)->Name("pairwise/eigen_gemm")->Args({1024, 1024, 256, 0})
+BENCHMARK(BM_pairwise<true>)
+    ->Name("pairwise/eigen_gemm")
+    ->Args({1024, 1024, 256, 0})
     ->Unit(benchmark::kMillisecond);
 
 }  // namespace

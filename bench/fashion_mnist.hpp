@@ -19,7 +19,8 @@ inline const std::filesystem::path fashion_mnist_dir = "/usr/share/datasets/fash
 
 /// The ten class names, in label order.
 inline const std::vector<std::string> fashion_mnist_classes = {
-    "t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"};
+    "t-shirt/top", "trouser", "pullover", "dress", "coat",
+    "sandal",      "shirt",   "sneaker",  "bag",   "ankle boot"};
 
 /// Decompresses a .gz file. Throws std::runtime_error when it is missing or corrupt.
 inline std::vector<char> gunzip(const std::filesystem::path& path) {
@@ -46,7 +47,9 @@ inline bool fashion_mnist_available(const std::filesystem::path& dir = fashion_m
 }
 
 inline FashionMnist load_fashion_mnist(const std::filesystem::path& dir = fashion_mnist_dir) {
-  auto images = [&](const char* name) { return io::read_idx_bytes(gunzip(dir / name), dir / name); };
+  auto images = [&](const char* name) {
+    return io::read_idx_bytes(gunzip(dir / name), dir / name);
+  };
   auto labels = [&](const char* name) {
     const Matrix<float> l = io::read_idx_bytes(gunzip(dir / name), dir / name);
     return std::vector<int>(l.data(), l.data() + l.size());

@@ -19,8 +19,8 @@ struct Ref {
 /// All (score, id) of `base` rows against query q, sorted best first (ties: smaller id),
 /// keeping only rows for which allowed(row) is true.
 template <class T>
-std::vector<Ref> brute_force(const Matrix<T>& base, const std::vector<Index>& ids, const T* q, Metric m,
-                             const std::function<bool(std::size_t)>& allowed = nullptr) {
+std::vector<Ref> brute_force(const Matrix<T>& base, const std::vector<Index>& ids, const T* q,
+                             Metric m, const std::function<bool(std::size_t)>& allowed = nullptr) {
   std::vector<Ref> out;
   const auto d = base.cols();
   long double qn = 0;
@@ -50,7 +50,8 @@ std::vector<Ref> brute_force(const Matrix<T>& base, const std::vector<Index>& id
 /// the score scale) and every returned id has a reference score within tol of the returned one
 /// (so near-ties may swap, but nothing worse can sneak in).
 template <class T, class Hits>
-bool matches(const Hits& hits, Eigen::Index row, const std::vector<Ref>& ref, double tol, std::string* why = nullptr) {
+bool matches(const Hits& hits, Eigen::Index row, const std::vector<Ref>& ref, double tol,
+             std::string* why = nullptr) {
   const auto k = static_cast<std::size_t>(hits.ids.cols());
   for (std::size_t j = 0; j < k; ++j) {
     const Index id = hits.ids(row, static_cast<Eigen::Index>(j));
@@ -65,13 +66,17 @@ bool matches(const Hits& hits, Eigen::Index row, const std::vector<Ref>& ref, do
     const double expect = double(ref[j].score);
     const double scale = std::max(1.0, std::abs(expect));
     if (std::abs(got - expect) > tol * scale) {
-      if (why) *why = "score " + std::to_string(got) + " vs " + std::to_string(expect) + " at " + std::to_string(j);
+      if (why)
+        *why = "score " + std::to_string(got) + " vs " + std::to_string(expect) + " at " +
+               std::to_string(j);
       return false;
     }
     if (id != ref[j].id) {  // allowed only for a near-tie: the id's true score must match
       auto it = std::find_if(ref.begin(), ref.end(), [&](const Ref& r) { return r.id == id; });
       if (it == ref.end() || std::abs(double(it->score) - expect) > tol * scale) {
-        if (why) *why = "id " + std::to_string(id) + " vs " + std::to_string(ref[j].id) + " at " + std::to_string(j);
+        if (why)
+          *why = "id " + std::to_string(id) + " vs " + std::to_string(ref[j].id) + " at " +
+                 std::to_string(j);
         return false;
       }
     }

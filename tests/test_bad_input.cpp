@@ -45,14 +45,19 @@ struct FlatSnapshot {
 
 TEST_CASE("sweep: similarity") {
   std::vector<float> a(4, 1.f), b(5, 1.f);
-  CHECK_THROWS_AS((void)dot(std::span<const float>(a), std::span<const float>(b)), std::invalid_argument);
-  CHECK_THROWS_AS((void)l2_squared(std::span<const float>(a), std::span<const float>(b)), std::invalid_argument);
-  CHECK_THROWS_AS((void)cosine(std::span<const float>(a), std::span<const float>(b)), std::invalid_argument);
+  CHECK_THROWS_AS((void)dot(std::span<const float>(a), std::span<const float>(b)),
+                  std::invalid_argument);
+  CHECK_THROWS_AS((void)l2_squared(std::span<const float>(a), std::span<const float>(b)),
+                  std::invalid_argument);
+  CHECK_THROWS_AS((void)cosine(std::span<const float>(a), std::span<const float>(b)),
+                  std::invalid_argument);
   CHECK(dot(std::span<const float>(), std::span<const float>()) == 0.f);  // empty: documented 0
   CHECK(cosine(std::span<const float>(), std::span<const float>()) == 0.f);
   CHECK_THROWS_AS((void)pairwise(M::Ones(2, 3), M::Ones(2, 4), Metric::l2), std::invalid_argument);
   CHECK(pairwise(M(0, 3), M::Ones(2, 3), Metric::l2).rows() == 0);
-  CHECK_THROWS_AS((void)one_to_many<float>(std::span<const float>(a), M::Ones(3, 5), Metric::cosine), std::invalid_argument);
+  CHECK_THROWS_AS(
+      (void)one_to_many<float>(std::span<const float>(a), M::Ones(3, 5), Metric::cosine),
+      std::invalid_argument);
 }
 
 TEST_CASE("sweep: losses") {
@@ -67,21 +72,27 @@ TEST_CASE("sweep: losses") {
   CHECK_THROWS_AS((void)loss::in_batch_info_nce(M(0, 3), M(0, 3)), std::invalid_argument);
   // Labels and positives.
   CHECK_THROWS_AS((void)loss::contrastive(a, b, std::vector<int>{1, 0, 1}), std::invalid_argument);
-  CHECK_THROWS_AS((void)loss::contrastive(a, b, std::vector<int>{1, 0, -1, 0}), std::invalid_argument);
-  CHECK_THROWS_AS((void)loss::info_nce(a, std::vector<int>{0, 1, 2, 3}), std::invalid_argument);  // 3 >= cols
+  CHECK_THROWS_AS((void)loss::contrastive(a, b, std::vector<int>{1, 0, -1, 0}),
+                  std::invalid_argument);
+  CHECK_THROWS_AS((void)loss::info_nce(a, std::vector<int>{0, 1, 2, 3}),
+                  std::invalid_argument);  // 3 >= cols
   CHECK_THROWS_AS((void)loss::info_nce(a, std::vector<int>{0, 1, 2}), std::invalid_argument);
   // Temperatures, margins, bias.
   for (double tau : {0.0, -0.1, double(kNaN), double(kInf)}) {
     CAPTURE(tau);
-    CHECK_THROWS_AS((void)loss::in_batch_info_nce(a, b, {.temperature = tau}), std::invalid_argument);
-    CHECK_THROWS_AS((void)loss::sigmoid_pairwise(a, b, {.temperature = tau}), std::invalid_argument);
+    CHECK_THROWS_AS((void)loss::in_batch_info_nce(a, b, {.temperature = tau}),
+                    std::invalid_argument);
+    CHECK_THROWS_AS((void)loss::sigmoid_pairwise(a, b, {.temperature = tau}),
+                    std::invalid_argument);
   }
   CHECK_THROWS_AS((void)loss::contrastive(a, b, same, {.margin = -0.5}), std::invalid_argument);
-  CHECK_THROWS_AS((void)loss::sigmoid_pairwise(a, b, {.bias = double(kNaN)}), std::invalid_argument);
+  CHECK_THROWS_AS((void)loss::sigmoid_pairwise(a, b, {.bias = double(kNaN)}),
+                  std::invalid_argument);
   CHECK_THROWS_AS((void)loss::in_batch_info_nce(a, b, {.tile_rows = 0}), std::invalid_argument);
   const Vector<float> empty(0), two = Vector<float>::Ones(2);
   CHECK_THROWS_AS((void)loss::nce(empty, two), std::invalid_argument);
-  CHECK_THROWS_AS((void)loss::nce_logits(two, Vector<float>(Vector<float>::Ones(3)), 1.0), std::invalid_argument);
+  CHECK_THROWS_AS((void)loss::nce_logits(two, Vector<float>(Vector<float>::Ones(3)), 1.0),
+                  std::invalid_argument);
   CHECK_THROWS_AS((void)loss::nce_logits(two, two, 0.0), std::invalid_argument);
 }
 
@@ -104,9 +115,9 @@ TEST_CASE("sweep: FlatIndex mutating calls leave it unchanged") {
   CHECK_THROWS_AS((void)index.search(M::Ones(1, 2), 1), std::invalid_argument);
   CHECK_THROWS_AS((void)index.search(with(M::Ones(2, 3), 1, 1, kNaN), 1), std::invalid_argument);
   CHECK_THROWS_AS((void)index.search(M::Ones(1, 3), 0), std::invalid_argument);
-  CHECK(index.search(M(0, 3), 4).ids.rows() == 0);  // no queries: an empty result
+  CHECK(index.search(M(0, 3), 4).ids.rows() == 0);      // no queries: an empty result
   CHECK(index.search(M::Ones(1, 3), 9).found(0) == 2);  // k > n: padded
-  index.add(M(0, 3));                                     // adding nothing is a no-op
+  index.add(M(0, 3));                                   // adding nothing is a no-op
   CHECK(FlatSnapshot(index) == before);
 }
 
@@ -157,8 +168,10 @@ TEST_CASE("sweep: kmeans, io, multimodal") {
   index.add(M::Ones(3, 2));
   const std::vector<Index> pos = {0};
   CHECK_THROWS_AS((void)mine_hard_negatives(index, M::Ones(2, 2), pos), std::invalid_argument);
-  CHECK_THROWS_AS((void)mine_hard_negatives(index, M::Ones(1, 3), pos), std::invalid_argument);  // dim
-  CHECK_THROWS_AS((void)mine_hard_negatives(index, M::Ones(1, 2), pos, {.negatives = 0}), std::invalid_argument);
+  CHECK_THROWS_AS((void)mine_hard_negatives(index, M::Ones(1, 3), pos),
+                  std::invalid_argument);  // dim
+  CHECK_THROWS_AS((void)mine_hard_negatives(index, M::Ones(1, 2), pos, {.negatives = 0}),
+                  std::invalid_argument);
   const std::vector<float> e = {1, 0};
   CHECK_THROWS_AS((void)compose<float>(std::span<const Term<float>>()), std::invalid_argument);
   CHECK_THROWS_AS((void)compose<float>({{e, 1.f}, {e, -1.f}}), std::invalid_argument);

@@ -16,7 +16,8 @@ using namespace mmrag;
 namespace {
 
 template <class Index_>
-void hammer(const Index_& index, const Matrix<float>& queries, const std::vector<SearchParams>& params) {
+void hammer(const Index_& index, const Matrix<float>& queries,
+            const std::vector<SearchParams>& params) {
   // Expected results, computed sequentially.
   std::vector<Hits<float>> expect;
   for (const auto& p : params) expect.push_back(index.search(queries, 5, p));

@@ -79,7 +79,8 @@ TEST_CASE_TEMPLATE("FlatIndex: sequential ids, k > size, empty index, ties", T, 
   }
 }
 
-TEST_CASE_TEMPLATE("FlatIndex: filters give the exact top-k of the allowed subset", T, float, double) {
+TEST_CASE_TEMPLATE("FlatIndex: filters give the exact top-k of the allowed subset", T, float,
+                   double) {
   const Matrix<T> base = test::random_matrix<T>(1200, 8, 5);
   const Matrix<T> queries = test::random_matrix<T>(40, 8, 6);
   std::vector<Index> ids(1200);
@@ -98,15 +99,17 @@ TEST_CASE_TEMPLATE("FlatIndex: filters give the exact top-k of the allowed subse
       if (which == 1) p.filter.ids = &allow_set;
       if (which == 2) p.filter = {ModalitySet{0, 2}, &allow_set};
       auto ok = [&](std::size_t r) {
-        return p.filter.modalities.contains(mods[r]) && (!p.filter.ids || p.filter.ids->contains(ids[r]));
+        return p.filter.modalities.contains(mods[r]) &&
+               (!p.filter.ids || p.filter.ids->contains(ids[r]));
       };
       for (Eigen::Index nq : {1, 40}) {
         const auto hits = index.search(queries.topRows(nq), 7, p);
         for (Eigen::Index i = 0; i < nq; ++i) {
           std::string why;
-          CHECK_MESSAGE(test::matches<T>(hits, i, test::brute_force(base, ids, queries.row(i).data(), m, ok),
-                                         tolerance<T>(), &why),
-                        why);
+          CHECK_MESSAGE(
+              test::matches<T>(hits, i, test::brute_force(base, ids, queries.row(i).data(), m, ok),
+                               tolerance<T>(), &why),
+              why);
         }
       }
     }
@@ -127,8 +130,8 @@ TEST_CASE_TEMPLATE("FlatIndex: bad input throws and leaves the index unchanged",
   const std::vector<Modality> bad_mod = {1, 64};
   CHECK_THROWS_AS(index.add(Matrix<T>::Ones(2, 3), {}, bad_mod), std::invalid_argument);
   CHECK(index.size() == 2);
-  CHECK_THROWS_WITH_AS((void)index.search(Matrix<T>::Ones(1, 3), 0), doctest::Contains("k must be > 0"),
-                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)index.search(Matrix<T>::Ones(1, 3), 0),
+                       doctest::Contains("k must be > 0"), std::invalid_argument);
   CHECK_THROWS_AS((void)index.search(Matrix<T>::Ones(1, 2), 1), std::invalid_argument);
   Matrix<T> nanq = Matrix<T>::Ones(1, 3);
   nanq(0, 0) = std::numeric_limits<T>::quiet_NaN();

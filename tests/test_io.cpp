@@ -16,7 +16,10 @@ struct TempFile {
   fs::path path;
   explicit TempFile(const std::string& name)
       : path(fs::temp_directory_path() / ("mmrag_io_" + std::to_string(::getpid()) + "_" + name)) {}
-  ~TempFile() { std::error_code ec; fs::remove(path, ec); }
+  ~TempFile() {
+    std::error_code ec;
+    fs::remove(path, ec);
+  }
 };
 std::vector<char> slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -26,7 +29,9 @@ void spit(const fs::path& p, const std::vector<char>& b) {
   std::ofstream out(p, std::ios::binary | std::ios::trunc);
   out.write(b.data(), static_cast<std::streamsize>(b.size()));
 }
-void spit(const fs::path& p, const std::string& s) { spit(p, std::vector<char>(s.begin(), s.end())); }
+void spit(const fs::path& p, const std::string& s) {
+  spit(p, std::vector<char>(s.begin(), s.end()));
+}
 }  // namespace
 
 TEST_CASE("fvecs / ivecs round trip and reject malformed files") {
@@ -42,19 +47,23 @@ TEST_CASE("fvecs / ivecs round trip and reject malformed files") {
   CHECK(io::read_fvecs(bad.path).size() == 0);
 
   const std::vector<char> bytes = slurp(f.path);
-  for (std::size_t cut : {std::size_t(1), std::size_t(3), std::size_t(4), std::size_t(39), bytes.size() - 1}) {
-    spit(bad.path, std::vector<char>(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(cut)));
+  for (std::size_t cut :
+       {std::size_t(1), std::size_t(3), std::size_t(4), std::size_t(39), bytes.size() - 1}) {
+    spit(bad.path,
+         std::vector<char>(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(cut)));
     CHECK_THROWS_AS((void)io::read_fvecs(bad.path), std::runtime_error);
   }
   std::vector<char> mixed = bytes;
   mixed[40] = 8;  // second row claims dimension 8
   spit(bad.path, mixed);
-  CHECK_THROWS_WITH_AS((void)io::read_fvecs(bad.path), doctest::Contains("dimension"), std::runtime_error);
+  CHECK_THROWS_WITH_AS((void)io::read_fvecs(bad.path), doctest::Contains("dimension"),
+                       std::runtime_error);
   std::vector<char> negative = bytes;
   negative[3] = char(0x80);
   spit(bad.path, negative);
   CHECK_THROWS_AS((void)io::read_fvecs(bad.path), std::runtime_error);
-  CHECK_THROWS_WITH_AS((void)io::read_fvecs("/nonexistent/x.fvecs"), doctest::Contains("cannot open"), std::runtime_error);
+  CHECK_THROWS_WITH_AS((void)io::read_fvecs("/nonexistent/x.fvecs"),
+                       doctest::Contains("cannot open"), std::runtime_error);
 }
 
 TEST_CASE("npy round trip for float32, float64 and int64") {
@@ -70,7 +79,8 @@ TEST_CASE("npy round trip for float32, float64 and int64") {
   c << 1, -2, 3, 1LL << 40;
   io::write_npy(f.path, c);
   CHECK(io::read_npy<std::int64_t>(f.path) == c);
-  CHECK_THROWS_WITH_AS((void)io::read_npy<float>(f.path), doctest::Contains("dtype"), std::runtime_error);
+  CHECK_THROWS_WITH_AS((void)io::read_npy<float>(f.path), doctest::Contains("dtype"),
+                       std::runtime_error);
 }
 
 TEST_CASE("npy: a 1-D array and hand-written headers (NumPy's own spelling)") {
@@ -89,21 +99,27 @@ TEST_CASE("npy: a 1-D array and hand-written headers (NumPy's own spelling)") {
   CHECK(v.rows() == 3);
   CHECK(v.cols() == 1);
   spit(f.path, make("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", 16));
-  CHECK_THROWS_WITH_AS((void)io::read_npy<float>(f.path), doctest::Contains("C order"), std::runtime_error);
+  CHECK_THROWS_WITH_AS((void)io::read_npy<float>(f.path), doctest::Contains("C order"),
+                       std::runtime_error);
   spit(f.path, make("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }", 15));
-  CHECK_THROWS_WITH_AS((void)io::read_npy<float>(f.path), doctest::Contains("shape needs"), std::runtime_error);
+  CHECK_THROWS_WITH_AS((void)io::read_npy<float>(f.path), doctest::Contains("shape needs"),
+                       std::runtime_error);
   spit(f.path, make("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2, 2), }", 32));
   CHECK_THROWS_AS((void)io::read_npy<float>(f.path), std::runtime_error);
-  spit(f.path, make("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999, 2), }", 0));
+  spit(f.path,
+       make("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999, 2), }", 0));
   CHECK_THROWS_AS((void)io::read_npy<float>(f.path), std::runtime_error);
-  spit(f.path, make("{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4), }", 0));
+  spit(f.path,
+       make("{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4), }", 0));
   CHECK_THROWS_AS((void)io::read_npy<float>(f.path), std::runtime_error);
   spit(f.path, make("{'descr': '>f4', 'fortran_order': False, 'shape': (1, 1), }", 4));
   CHECK_THROWS_AS((void)io::read_npy<float>(f.path), std::runtime_error);
   spit(f.path, std::string("\x93NUMPY\x01\x00\xff\xff", 10));
-  CHECK_THROWS_WITH_AS((void)io::read_npy<float>(f.path), doctest::Contains("truncated"), std::runtime_error);
+  CHECK_THROWS_WITH_AS((void)io::read_npy<float>(f.path), doctest::Contains("truncated"),
+                       std::runtime_error);
   spit(f.path, std::string("NOTNUMPY"));
-  CHECK_THROWS_WITH_AS((void)io::read_npy<float>(f.path), doctest::Contains("magic"), std::runtime_error);
+  CHECK_THROWS_WITH_AS((void)io::read_npy<float>(f.path), doctest::Contains("magic"),
+                       std::runtime_error);
   // Random garbage never crashes.
   std::mt19937_64 rng(1);
   for (int trial = 0; trial < 200; ++trial) {
@@ -127,10 +143,15 @@ TEST_CASE("idx: MNIST-style files") {
   CHECK(m.rows() == 2);
   CHECK(m.cols() == 6);
   CHECK(m(1, 5) == 220.f);
-  CHECK_THROWS_AS((void)io::read_idx_bytes(std::vector<char>(bytes.begin(), bytes.end() - 1), "mem"), std::runtime_error);
+  CHECK_THROWS_AS(
+      (void)io::read_idx_bytes(std::vector<char>(bytes.begin(), bytes.end() - 1), "mem"),
+      std::runtime_error);
   // Regression (found by fuzz_vecs): zero items whose other sizes overflow when multiplied.
-  const std::string overflow("\x00\x00\x08\x03\x00\x00\x00\x00\xff\x7a\x7a\x00\xfb\x7a\x7a\x7a", 16);
-  CHECK_THROWS_AS((void)io::read_idx_bytes(std::vector<char>(overflow.begin(), overflow.end()), "mem"), std::runtime_error);
+  const std::string overflow("\x00\x00\x08\x03\x00\x00\x00\x00\xff\x7a\x7a\x00\xfb\x7a\x7a\x7a",
+                             16);
+  CHECK_THROWS_AS(
+      (void)io::read_idx_bytes(std::vector<char>(overflow.begin(), overflow.end()), "mem"),
+      std::runtime_error);
   std::vector<char> wrong = bytes;
   wrong[2] = 0x0d;  // float IDX: not supported
   CHECK_THROWS_AS((void)io::read_idx_bytes(wrong, "mem"), std::runtime_error);

@@ -25,8 +25,12 @@ double tolerance() {
 struct TempFile {
   fs::path path;
   explicit TempFile(const std::string& name)
-      : path(fs::temp_directory_path() / ("mmrag_test_" + std::to_string(::getpid()) + "_" + name)) {}
-  ~TempFile() { std::error_code ec; fs::remove(path, ec); }
+      : path(fs::temp_directory_path() /
+             ("mmrag_test_" + std::to_string(::getpid()) + "_" + name)) {}
+  ~TempFile() {
+    std::error_code ec;
+    fs::remove(path, ec);
+  }
 };
 
 std::vector<char> slurp(const fs::path& p) {
@@ -43,14 +47,16 @@ Matrix<T> clustered(Eigen::Index n, Eigen::Index centers, Eigen::Index d, std::u
   const Matrix<T> c = test::random_matrix<T>(centers, d, seed, T(3));
   Matrix<T> x = test::random_matrix<T>(n, d, seed + 1, T(0.5));
   std::mt19937_64 rng(seed + 2);
-  for (Eigen::Index i = 0; i < n; ++i) x.row(i) += c.row(static_cast<Eigen::Index>(rng() % std::uint64_t(centers)));
+  for (Eigen::Index i = 0; i < n; ++i)
+    x.row(i) += c.row(static_cast<Eigen::Index>(rng() % std::uint64_t(centers)));
   return x;
 }
 }  // namespace
 
 TEST_CASE_TEMPLATE("IvfIndex with nprobe = nlist equals exact search", T, float, double) {
   const Matrix<T> base = clustered<T>(3000, 20, 16, 1);
-  const Matrix<T> queries = clustered<T>(200, 20, 16, 1).topRows(200) + test::random_matrix<T>(200, 16, 9, T(0.1));
+  const Matrix<T> queries =
+      clustered<T>(200, 20, 16, 1).topRows(200) + test::random_matrix<T>(200, 16, 9, T(0.1));
   std::vector<Index> ids(3000);
   for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = Index(1000000 + 3 * i);
   for (Metric m : {Metric::inner_product, Metric::cosine, Metric::l2}) {
@@ -63,9 +69,13 @@ TEST_CASE_TEMPLATE("IvfIndex with nprobe = nlist equals exact search", T, float,
       const auto hits = index.search(queries.topRows(nq), 10, {.nprobe = 32});
       for (Eigen::Index i = 0; i < nq; ++i) {
         std::string why;
-        CHECK_MESSAGE(test::matches<T>(hits, i, test::brute_force(base, ids, queries.row(i).data(), m), tolerance<T>(), &why), why);
+        CHECK_MESSAGE(
+            test::matches<T>(hits, i, test::brute_force(base, ids, queries.row(i).data(), m),
+                             tolerance<T>(), &why),
+            why);
       }
-      const auto more = index.search(queries.topRows(nq), 10, {.nprobe = 1000});  // > nlist means nlist
+      const auto more =
+          index.search(queries.topRows(nq), 10, {.nprobe = 1000});  // > nlist means nlist
       CHECK(more.ids == hits.ids);
     }
   }
@@ -73,7 +83,8 @@ TEST_CASE_TEMPLATE("IvfIndex with nprobe = nlist equals exact search", T, float,
 
 TEST_CASE("IvfIndex recall on clustered data at moderate nprobe") {
   const Matrix<float> base = clustered<float>(20000, 64, 32, 5);
-  const Matrix<float> queries = clustered<float>(300, 64, 32, 5) + test::random_matrix<float>(300, 32, 77, 0.2f);
+  const Matrix<float> queries =
+      clustered<float>(300, 64, 32, 5) + test::random_matrix<float>(300, 32, 77, 0.2f);
   IvfIndex<float> index(32, 64, Metric::l2);
   index.train(base);
   index.add(base);
@@ -110,12 +121,18 @@ TEST_CASE_TEMPLATE("IvfIndex: filters, k > n, remove_ids, clear", T, float, doub
       SearchParams p{.nprobe = 8};
       if (which == 0) p.filter.modalities = ModalitySet{2};
       if (which == 1) p.filter = {ModalitySet{1, 2}, &odd};
-      auto ok = [&](std::size_t r) { return p.filter.modalities.contains(mods[r]) && (!p.filter.ids || p.filter.ids->contains(ids[r])); };
+      auto ok = [&](std::size_t r) {
+        return p.filter.modalities.contains(mods[r]) &&
+               (!p.filter.ids || p.filter.ids->contains(ids[r]));
+      };
       const Matrix<T> q = base.topRows(30) + test::random_matrix<T>(30, 8, 4, T(0.3));
       const auto hits = index.search(q, 5, p);
       for (Eigen::Index i = 0; i < 30; ++i) {
         std::string why;
-        CHECK_MESSAGE(test::matches<T>(hits, i, test::brute_force(base, ids, q.row(i).data(), Metric::l2, ok), tolerance<T>(), &why), why);
+        CHECK_MESSAGE(
+            test::matches<T>(hits, i, test::brute_force(base, ids, q.row(i).data(), Metric::l2, ok),
+                             tolerance<T>(), &why),
+            why);
         for (int j = 0; j < 5; ++j) CHECK(mods[static_cast<std::size_t>(hits.ids(i, j))] != 0);
       }
     }
@@ -137,7 +154,8 @@ TEST_CASE_TEMPLATE("IvfIndex: filters, k > n, remove_ids, clear", T, float, doub
     for (Eigen::Index i = 0; i < 10; ++i) {
       CHECK(hits.found(i) == 596);
       for (Eigen::Index j = 0; j < 600; ++j)
-        CHECK((hits.ids(i, j) != 0 && hits.ids(i, j) != 5 && hits.ids(i, j) != 7 && hits.ids(i, j) != 599));
+        CHECK((hits.ids(i, j) != 0 && hits.ids(i, j) != 5 && hits.ids(i, j) != 7 &&
+               hits.ids(i, j) != 599));
     }
     index.clear();
     CHECK(index.size() == 0);
@@ -160,7 +178,8 @@ TEST_CASE_TEMPLATE("IvfIndex: save / load round trip gives identical results", T
     CHECK(back.metric() == m);
     CHECK(back.centroids() == index.centroids());
     for (std::size_t l = 0; l < 16; ++l) {
-      CHECK(std::equal(back.list_modalities(l).begin(), back.list_modalities(l).end(), index.list_modalities(l).begin()));
+      CHECK(std::equal(back.list_modalities(l).begin(), back.list_modalities(l).end(),
+                       index.list_modalities(l).begin()));
     }
     const Matrix<T> q = base.topRows(50);
     const SearchParams p{.nprobe = 4, .filter = {ModalitySet{1}, nullptr}};
@@ -187,11 +206,12 @@ TEST_CASE("IvfIndex::load rejects missing, truncated, garbage, bit-flipped and m
   index.save(good.path);
   const std::vector<char> bytes = slurp(good.path);
 
-  CHECK_THROWS_WITH_AS((void)IvfIndex<float>::load(good.path.string() + ".missing"), doctest::Contains("cannot open"),
-                       std::runtime_error);
+  CHECK_THROWS_WITH_AS((void)IvfIndex<float>::load(good.path.string() + ".missing"),
+                       doctest::Contains("cannot open"), std::runtime_error);
   // Every truncation point fails cleanly (sampled densely at the head, sparsely after).
   for (std::size_t cut = 0; cut < bytes.size(); cut += (cut < 128 ? 1 : 97)) {
-    spit(bad.path, std::vector<char>(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(cut)));
+    spit(bad.path,
+         std::vector<char>(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(cut)));
     CHECK_THROWS_AS((void)IvfIndex<float>::load(bad.path), std::runtime_error);
   }
   // A flipped bit anywhere is caught (by the checksum or a header check).
@@ -215,7 +235,8 @@ TEST_CASE("IvfIndex::load rejects missing, truncated, garbage, bit-flipped and m
     }
   }
   // Wrong scalar type, with a valid checksum: rejected by name.
-  CHECK_THROWS_WITH_AS((void)IvfIndex<double>::load(good.path), doctest::Contains("scalar type"), std::runtime_error);
+  CHECK_THROWS_WITH_AS((void)IvfIndex<double>::load(good.path), doctest::Contains("scalar type"),
+                       std::runtime_error);
   // Trailing bytes.
   std::vector<char> longer = bytes;
   longer.push_back('x');
@@ -227,8 +248,10 @@ TEST_CASE_TEMPLATE("IvfIndex: bad input throws and leaves the index unchanged", 
   const Matrix<T> base = clustered<T>(100, 4, 5, 6);
   IvfIndex<T> index(5, 4, Metric::l2);
   CHECK_THROWS_WITH_AS(index.add(base), doctest::Contains("trained"), std::invalid_argument);
-  CHECK_THROWS_WITH_AS((void)index.search(base, 3), doctest::Contains("trained"), std::invalid_argument);
-  CHECK_THROWS_WITH_AS(index.train(base.topRows(3)), doctest::Contains("nlist"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)index.search(base, 3), doctest::Contains("trained"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(index.train(base.topRows(3)), doctest::Contains("nlist"),
+                       std::invalid_argument);
   CHECK_THROWS_AS(index.train(Matrix<T>::Ones(10, 4)), std::invalid_argument);
   CHECK(!index.is_trained());
   index.train(base);
@@ -240,9 +263,11 @@ TEST_CASE_TEMPLATE("IvfIndex: bad input throws and leaves the index unchanged", 
   CHECK_THROWS_AS(index.add(base.topRows(10), three), std::invalid_argument);
   CHECK_THROWS_AS(index.add(Matrix<T>::Ones(2, 6)), std::invalid_argument);
   CHECK(index.size() == 50);
-  CHECK_THROWS_WITH_AS((void)index.search(base, 3, {.nprobe = 0}), doctest::Contains("nprobe"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)index.search(base, 3, {.nprobe = 0}), doctest::Contains("nprobe"),
+                       std::invalid_argument);
   CHECK_THROWS_AS((void)index.search(base, 0), std::invalid_argument);
-  CHECK_THROWS_WITH_AS(index.train(base), doctest::Contains("already holds"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(index.train(base), doctest::Contains("already holds"),
+                       std::invalid_argument);
   CHECK_THROWS_AS(IvfIndex<T>(5, 0, Metric::l2), std::invalid_argument);
   const auto hits = index.search(base.topRows(1), 100, {.nprobe = 4});
   CHECK(hits.found(0) == 50);

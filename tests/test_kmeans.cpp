@@ -36,7 +36,8 @@ TEST_CASE_TEMPLATE("kmeans recovers well-separated clusters", T, float, double) 
   CHECK(r.objective.back() < 800 * 5 * 0.05 * 0.05 * 2);
 }
 
-TEST_CASE_TEMPLATE("kmeans is deterministic for a seed and its objective never increases", T, float, double) {
+TEST_CASE_TEMPLATE("kmeans is deterministic for a seed and its objective never increases", T, float,
+                   double) {
   const Matrix<T> x = test::random_matrix<T>(3000, 12, 11);
   std::vector<std::pair<std::size_t, double>> progress;
   KMeansParams p{.iterations = 15, .seed = 99, .max_points_per_centroid = 100};
@@ -49,7 +50,8 @@ TEST_CASE_TEMPLATE("kmeans is deterministic for a seed and its objective never i
   REQUIRE(progress.size() == 15);
   CHECK(progress[3].first == 3);
   const double slack = std::is_same_v<T, float> ? 1e-5 : 1e-12;
-  for (std::size_t i = 1; i < a.objective.size(); ++i) CHECK(a.objective[i] <= a.objective[i - 1] * (1 + slack));
+  for (std::size_t i = 1; i < a.objective.size(); ++i)
+    CHECK(a.objective[i] <= a.objective[i - 1] * (1 + slack));
   CHECK(a.objective.back() < a.objective.front());
   const auto c = kmeans<T>(x, 20, {.iterations = 15, .seed = 100, .max_points_per_centroid = 100});
   CHECK(c.centroids != a.centroids);
@@ -85,7 +87,8 @@ TEST_CASE_TEMPLATE("kmeans: spherical variant, empty clusters, k = n", T, float,
 TEST_CASE("kmeans: bad input") {
   const Matrix<double> x = Matrix<double>::Ones(5, 2);
   CHECK_THROWS_AS((void)kmeans<double>(x, 0), std::invalid_argument);
-  CHECK_THROWS_WITH_AS((void)kmeans<double>(x, 6), doctest::Contains("must not exceed"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)kmeans<double>(x, 6), doctest::Contains("must not exceed"),
+                       std::invalid_argument);
   Matrix<double> bad = x;
   bad(3, 1) = std::nan("");
   CHECK_THROWS_AS((void)kmeans<double>(bad, 2), std::invalid_argument);

@@ -49,7 +49,8 @@ MatL product_t(const MatL& a, const MatL& b) {
   return s;
 }
 
-LD naive_contrastive(const MatL& a, const MatL& b, const std::vector<int>& same, LD margin, bool mean) {
+LD naive_contrastive(const MatL& a, const MatL& b, const std::vector<int>& same, LD margin,
+                     bool mean) {
   LD total = 0;
   for (Eigen::Index i = 0; i < a.rows(); ++i) {
     LD d2 = 0;
@@ -106,7 +107,9 @@ LD naive_sigmoid(const MatL& a, const MatL& b, LD tau, LD bias, bool normalize) 
   return total / s.rows();
 }
 
-MatL to_ld(const MatD& m) { return m.cast<LD>(); }
+MatL to_ld(const MatD& m) {
+  return m.cast<LD>();
+}
 
 // Checks analytic gradients of a pair loss against finite differences of (1) mmrag's own
 // double value and (2) the naive long-double value.
@@ -119,8 +122,10 @@ void check_pair_gradients(const MatD& a, const MatD& b, const PairLoss<double>& 
   CHECK(test::relative_error(got.grad_b, test::numeric_gradient(fb, b)) < 1e-8);
   const std::function<LD(const MatL&)> na = [&](const MatL& x) { return naive(x, to_ld(b)); };
   const std::function<LD(const MatL&)> nb = [&](const MatL& x) { return naive(to_ld(a), x); };
-  CHECK(test::relative_error(got.grad_a.cast<LD>(), test::numeric_gradient(na, to_ld(a), 1e-6)) < 1e-9);
-  CHECK(test::relative_error(got.grad_b.cast<LD>(), test::numeric_gradient(nb, to_ld(b), 1e-6)) < 1e-9);
+  CHECK(test::relative_error(got.grad_a.cast<LD>(), test::numeric_gradient(na, to_ld(a), 1e-6)) <
+        1e-9);
+  CHECK(test::relative_error(got.grad_b.cast<LD>(), test::numeric_gradient(nb, to_ld(b), 1e-6)) <
+        1e-9);
 }
 
 double rel(double got, LD expect) {
@@ -134,7 +139,8 @@ double rel(double got, LD expect) {
 // ==========================================================================================
 
 TEST_CASE("contrastive: value and gradients match the naive form and finite differences") {
-  const MatD a = test::random_matrix<double>(9, 5, 1, 0.4), b = test::random_matrix<double>(9, 5, 2, 0.4);
+  const MatD a = test::random_matrix<double>(9, 5, 1, 0.4),
+             b = test::random_matrix<double>(9, 5, 2, 0.4);
   const std::vector<int> same = {1, 0, 0, 1, 0, 1, 0, 0, 1};
   for (Reduction red : {Reduction::mean, Reduction::sum}) {
     for (double margin : {0.5, 1.0, 3.0}) {
@@ -144,8 +150,11 @@ TEST_CASE("contrastive: value and gradients match the naive form and finite diff
       const bool mean = red == Reduction::mean;
       CHECK(rel(got.value, naive_contrastive(to_ld(a), to_ld(b), same, margin, mean)) < 1e-12);
       check_pair_gradients(
-          a, b, got, [&](const MatD& x, const MatD& y) { return contrastive(x, y, same, opt).value; },
-          [&](const MatL& x, const MatL& y) { return naive_contrastive(x, y, same, margin, mean); });
+          a, b, got,
+          [&](const MatD& x, const MatD& y) { return contrastive(x, y, same, opt).value; },
+          [&](const MatL& x, const MatL& y) {
+            return naive_contrastive(x, y, same, margin, mean);
+          });
     }
   }
 }
@@ -186,12 +195,13 @@ TEST_CASE("contrastive: bad input") {
   const std::vector<int> same = {1, 0, 1}, short_same = {1, 0}, bad_label = {1, 2, 0};
   CHECK_THROWS_AS((void)contrastive(a, MatD::Ones(3, 3), same), std::invalid_argument);
   CHECK_THROWS_AS((void)contrastive(a, MatD::Ones(2, 2), same), std::invalid_argument);
-  CHECK_THROWS_AS((void)contrastive(MatD(0, 2), MatD(0, 2), std::vector<int>{}), std::invalid_argument);
+  CHECK_THROWS_AS((void)contrastive(MatD(0, 2), MatD(0, 2), std::vector<int>{}),
+                  std::invalid_argument);
   CHECK_THROWS_AS((void)contrastive(a, b, short_same), std::invalid_argument);
   CHECK_THROWS_AS((void)contrastive(a, b, bad_label), std::invalid_argument);
   CHECK_THROWS_AS((void)contrastive(a, b, same, {.margin = -1}), std::invalid_argument);
-  CHECK_THROWS_WITH_AS((void)contrastive(a, b, same, {.margin = -1}),
-                       doctest::Contains("margin"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)contrastive(a, b, same, {.margin = -1}), doctest::Contains("margin"),
+                       std::invalid_argument);
 }
 
 // ==========================================================================================
@@ -199,17 +209,28 @@ TEST_CASE("contrastive: bad input") {
 // ==========================================================================================
 
 TEST_CASE("nce: value and gradients") {
-  const Vector<double> x = test::random_vector<double>(7, 3, 2.0), y = test::random_vector<double>(11, 4, 2.0);
+  const Vector<double> x = test::random_vector<double>(7, 3, 2.0),
+                       y = test::random_vector<double>(11, 4, 2.0);
   const auto got = nce(x, y);
   CHECK(rel(got.value, naive_nce(x.cast<LD>(), y.cast<LD>())) < 1e-12);
-  const std::function<double(const Vector<double>&)> fx = [&](const Vector<double>& v) { return nce(v, y).value; };
-  const std::function<double(const Vector<double>&)> fy = [&](const Vector<double>& v) { return nce(x, v).value; };
+  const std::function<double(const Vector<double>&)> fx = [&](const Vector<double>& v) {
+    return nce(v, y).value;
+  };
+  const std::function<double(const Vector<double>&)> fy = [&](const Vector<double>& v) {
+    return nce(x, v).value;
+  };
   CHECK(test::relative_error(got.grad_data, test::numeric_gradient(fx, x)) < 1e-8);
   CHECK(test::relative_error(got.grad_noise, test::numeric_gradient(fy, y)) < 1e-8);
-  const std::function<LD(const Vector<LD>&)> nx = [&](const Vector<LD>& v) { return naive_nce(v, y.cast<LD>()); };
-  const std::function<LD(const Vector<LD>&)> ny = [&](const Vector<LD>& v) { return naive_nce(x.cast<LD>(), v); };
-  CHECK(test::relative_error(got.grad_data.cast<LD>(), test::numeric_gradient(nx, Vector<LD>(x.cast<LD>()), 1e-6)) < 1e-9);
-  CHECK(test::relative_error(got.grad_noise.cast<LD>(), test::numeric_gradient(ny, Vector<LD>(y.cast<LD>()), 1e-6)) < 1e-9);
+  const std::function<LD(const Vector<LD>&)> nx = [&](const Vector<LD>& v) {
+    return naive_nce(v, y.cast<LD>());
+  };
+  const std::function<LD(const Vector<LD>&)> ny = [&](const Vector<LD>& v) {
+    return naive_nce(x.cast<LD>(), v);
+  };
+  CHECK(test::relative_error(got.grad_data.cast<LD>(),
+                             test::numeric_gradient(nx, Vector<LD>(x.cast<LD>()), 1e-6)) < 1e-9);
+  CHECK(test::relative_error(got.grad_noise.cast<LD>(),
+                             test::numeric_gradient(ny, Vector<LD>(y.cast<LD>()), 1e-6)) < 1e-9);
 }
 
 TEST_CASE_TEMPLATE("nce: edge cases and stability", T, float, double) {
@@ -266,11 +287,17 @@ TEST_CASE("info_nce: value, gradient, rows of dS sum to 0") {
     const bool mean = red == Reduction::mean;
     const auto got = info_nce(s, pos, red);
     CHECK(rel(got.value, naive_info_nce(to_ld(s), pos, mean)) < 1e-12);
-    const std::function<double(const MatD&)> f = [&](const MatD& x) { return info_nce(x, pos, red).value; };
+    const std::function<double(const MatD&)> f = [&](const MatD& x) {
+      return info_nce(x, pos, red).value;
+    };
     CHECK(test::relative_error(got.grad_scores, test::numeric_gradient(f, s)) < 1e-8);
-    const std::function<LD(const MatL&)> nf = [&](const MatL& x) { return naive_info_nce(x, pos, mean); };
-    CHECK(test::relative_error(got.grad_scores.cast<LD>(), test::numeric_gradient(nf, to_ld(s), 1e-6)) < 1e-9);
-    for (Eigen::Index i = 0; i < s.rows(); ++i) CHECK(std::abs(got.grad_scores.row(i).sum()) < 1e-15);
+    const std::function<LD(const MatL&)> nf = [&](const MatL& x) {
+      return naive_info_nce(x, pos, mean);
+    };
+    CHECK(test::relative_error(got.grad_scores.cast<LD>(),
+                               test::numeric_gradient(nf, to_ld(s), 1e-6)) < 1e-9);
+    for (Eigen::Index i = 0; i < s.rows(); ++i)
+      CHECK(std::abs(got.grad_scores.row(i).sum()) < 1e-15);
   }
 }
 
@@ -292,7 +319,8 @@ TEST_CASE_TEMPLATE("info_nce: edge cases and stability", T, float, double) {
       CHECK(std::isfinite(double(r.value)));
       CHECK(r.grad_scores.allFinite());
       // row 0: lse = big, loss 2 big; row 1: lse = big + log 2, loss log 2.
-      CHECK(double(r.value) == doctest::Approx((2.0 * double(big) + std::log(2.0)) / 2).epsilon(1e-6));
+      CHECK(double(r.value) ==
+            doctest::Approx((2.0 * double(big) + std::log(2.0)) / 2).epsilon(1e-6));
     }
   }
 }
@@ -321,13 +349,18 @@ TEST_CASE("in_batch_info_nce: value and gradients for every option") {
           CAPTURE(symmetric);
           CAPTURE(tau);
           const double t = normalize ? tau : tau * 4;  // keep raw logits moderate for the FD
-          const InBatchOptions opt{.temperature = t, .normalize = normalize, .symmetric = symmetric, .reduction = red};
+          const InBatchOptions opt{
+              .temperature = t, .normalize = normalize, .symmetric = symmetric, .reduction = red};
           const bool mean = red == Reduction::mean;
           const auto got = in_batch_info_nce(a, b, opt);
-          CHECK(rel(got.value, naive_in_batch(to_ld(a), to_ld(b), t, normalize, symmetric, mean)) < 1e-12);
+          CHECK(rel(got.value, naive_in_batch(to_ld(a), to_ld(b), t, normalize, symmetric, mean)) <
+                1e-12);
           check_pair_gradients(
-              a, b, got, [&](const MatD& x, const MatD& y) { return in_batch_info_nce(x, y, opt).value; },
-              [&](const MatL& x, const MatL& y) { return naive_in_batch(x, y, t, normalize, symmetric, mean); });
+              a, b, got,
+              [&](const MatD& x, const MatD& y) { return in_batch_info_nce(x, y, opt).value; },
+              [&](const MatL& x, const MatL& y) {
+                return naive_in_batch(x, y, t, normalize, symmetric, mean);
+              });
           // d value / d log tau
           const std::function<LD(const Vector<LD>&)> ft = [&](const Vector<LD>& lt) {
             return naive_in_batch(to_ld(a), to_ld(b), std::exp(lt[0]), normalize, symmetric, mean);
@@ -348,7 +381,8 @@ TEST_CASE("in_batch_info_nce: properties") {
     CHECK(test::relative_error(r2.grad_a.row(2) * 7.5, r1.grad_a.row(2)) < 1e-12);
     CHECK(test::relative_error(r2.grad_b, r1.grad_b) < 1e-12);
     // The gradient is orthogonal to the row (moving along it changes nothing).
-    for (Eigen::Index i = 0; i < a.rows(); ++i) CHECK(std::abs(r1.grad_a.row(i).dot(a.row(i))) < 1e-12);
+    for (Eigen::Index i = 0; i < a.rows(); ++i)
+      CHECK(std::abs(r1.grad_a.row(i).dot(a.row(i))) < 1e-12);
   }
   SUBCASE("the symmetric loss is symmetric in a and b") {
     const auto ab = in_batch_info_nce(a, b), ba = in_batch_info_nce(b, a);
@@ -386,7 +420,8 @@ TEST_CASE_TEMPLATE("in_batch_info_nce: edge cases", T, float, double) {
     CHECK(r.grad_a.allFinite());
   }
   SUBCASE("tau = 0.01 and huge raw logits stay finite") {
-    const Matrix<T> a = test::random_matrix<T>(5, 3, 1, T(1e14)), b = test::random_matrix<T>(5, 3, 2, T(1e14));
+    const Matrix<T> a = test::random_matrix<T>(5, 3, 1, T(1e14)),
+                    b = test::random_matrix<T>(5, 3, 2, T(1e14));
     for (bool normalize : {true, false}) {
       const auto r = in_batch_info_nce(a, b, {.temperature = 0.01, .normalize = normalize});
       CHECK(std::isfinite(double(r.value)));
@@ -411,7 +446,8 @@ TEST_CASE_TEMPLATE("in_batch_info_nce: the tiled path equals the direct path", T
     for (bool normalize : {true, false})
       for (std::size_t tile : {1, 5, 16, 36, 37, 100}) {
         CAPTURE(tile);
-        const InBatchOptions direct{.temperature = 0.1, .normalize = normalize, .symmetric = symmetric};
+        const InBatchOptions direct{
+            .temperature = 0.1, .normalize = normalize, .symmetric = symmetric};
         InBatchOptions tiled = direct;
         tiled.max_logits_bytes = 0;
         tiled.tile_rows = tile;
@@ -428,10 +464,11 @@ TEST_CASE("in_batch_info_nce: bad input") {
   CHECK_THROWS_AS((void)in_batch_info_nce(a, MatD::Ones(4, 2)), std::invalid_argument);
   CHECK_THROWS_AS((void)in_batch_info_nce(a, MatD::Ones(3, 3)), std::invalid_argument);
   CHECK_THROWS_AS((void)in_batch_info_nce(MatD(0, 2), MatD(0, 2)), std::invalid_argument);
-  CHECK_THROWS_WITH_AS((void)in_batch_info_nce(a, a, {.temperature = 0}), doctest::Contains("temperature"),
-                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)in_batch_info_nce(a, a, {.temperature = 0}),
+                       doctest::Contains("temperature"), std::invalid_argument);
   CHECK_THROWS_AS((void)in_batch_info_nce(a, a, {.temperature = -1}), std::invalid_argument);
-  CHECK_THROWS_AS((void)in_batch_info_nce(a, a, {.temperature = std::nan("")}), std::invalid_argument);
+  CHECK_THROWS_AS((void)in_batch_info_nce(a, a, {.temperature = std::nan("")}),
+                  std::invalid_argument);
 }
 
 // ==========================================================================================
@@ -451,7 +488,8 @@ TEST_CASE("sigmoid_pairwise: value and gradients") {
         const auto got = sigmoid_pairwise(a, b, opt);
         CHECK(rel(got.value, naive_sigmoid(to_ld(a), to_ld(b), t, bias, normalize)) < 1e-12);
         check_pair_gradients(
-            a, b, got, [&](const MatD& x, const MatD& y) { return sigmoid_pairwise(x, y, opt).value; },
+            a, b, got,
+            [&](const MatD& x, const MatD& y) { return sigmoid_pairwise(x, y, opt).value; },
             [&](const MatL& x, const MatL& y) { return naive_sigmoid(x, y, t, bias, normalize); });
         const std::function<LD(const Vector<LD>&)> fp = [&](const Vector<LD>& p) {
           return naive_sigmoid(to_ld(a), to_ld(b), std::exp(p[0]), p[1], normalize);
@@ -484,7 +522,8 @@ TEST_CASE_TEMPLATE("sigmoid_pairwise: tiles, edge cases, stability", T, float, d
     CHECK(double(r.value) == doctest::Approx(std::log1p(std::exp(-1.0))).epsilon(1e-6));
   }
   SUBCASE("huge logits, tau = 0.01") {
-    const Matrix<T> a = test::random_matrix<T>(4, 3, 1, T(1e14)), b = test::random_matrix<T>(4, 3, 2, T(1e14));
+    const Matrix<T> a = test::random_matrix<T>(4, 3, 1, T(1e14)),
+                    b = test::random_matrix<T>(4, 3, 2, T(1e14));
     for (bool normalize : {true, false}) {
       const auto r = sigmoid_pairwise(a, b, {.temperature = 0.01, .normalize = normalize});
       CHECK(std::isfinite(double(r.value)));

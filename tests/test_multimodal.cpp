@@ -21,7 +21,8 @@ TEST_CASE("ModalityNames: built-ins, user modalities, unknown names") {
   CHECK(s.contains(modality::image));
   CHECK(s.contains(sketch));
   CHECK(!s.contains(modality::text));
-  CHECK_THROWS_WITH_AS((void)names["smell"], doctest::Contains("unknown modality 'smell'"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)names["smell"], doctest::Contains("unknown modality 'smell'"),
+                       std::invalid_argument);
   CHECK_THROWS_AS((void)names.name(60), std::invalid_argument);
   CHECK_THROWS_AS(names.add(""), std::invalid_argument);
   for (int i = 0; i < 59; ++i) names.add("m" + std::to_string(i));
@@ -49,18 +50,22 @@ TEST_CASE_TEMPLATE("compose: hand computation and scale invariance", T, float, d
 }
 
 TEST_CASE("compose: bad input") {
-  const std::vector<double> a = {1, 0}, b = {2, 0}, c = {1, 0, 0}, zero = {0, 0}, nan = {std::nan(""), 1};
-  CHECK_THROWS_WITH_AS((void)compose<double>(std::span<const Term<double>>()), doctest::Contains("at least one term"),
+  const std::vector<double> a = {1, 0}, b = {2, 0}, c = {1, 0, 0}, zero = {0, 0},
+                            nan = {std::nan(""), 1};
+  CHECK_THROWS_WITH_AS((void)compose<double>(std::span<const Term<double>>()),
+                       doctest::Contains("at least one term"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)compose<double>({{a, 1.0}, {b, -1.0}}), doctest::Contains("cancel"),
                        std::invalid_argument);
-  CHECK_THROWS_WITH_AS((void)compose<double>({{a, 1.0}, {b, -1.0}}), doctest::Contains("cancel"), std::invalid_argument);
   CHECK_THROWS_AS((void)compose<double>({{a, 1.0}, {c, 1.0}}), std::invalid_argument);
-  CHECK_THROWS_WITH_AS((void)compose<double>({{zero, 1.0}}), doctest::Contains("zero vector"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)compose<double>({{zero, 1.0}}), doctest::Contains("zero vector"),
+                       std::invalid_argument);
   CHECK_THROWS_AS((void)compose<double>({{nan, 1.0}}), std::invalid_argument);
   CHECK_THROWS_AS((void)compose<double>({{a, std::nan("")}}), std::invalid_argument);
   CHECK_THROWS_AS((void)compose<double>({{a, 0.0}}), std::invalid_argument);
 }
 
-TEST_CASE_TEMPLATE("mine_hard_negatives: never the positive, ordered, exclusions respected", T, float, double) {
+TEST_CASE_TEMPLATE("mine_hard_negatives: never the positive, ordered, exclusions respected", T,
+                   float, double) {
   const Matrix<T> base = test::random_matrix<T>(500, 6, 1);
   std::vector<int> label(500);
   for (std::size_t i = 0; i < 500; ++i) label[i] = int(i % 5);
@@ -104,7 +109,9 @@ TEST_CASE_TEMPLATE("mine_hard_negatives: never the positive, ordered, exclusions
   }
   SUBCASE("flat and ivf, excluding same-label items (forces widening)") {
     MiningOptions opt{.negatives = 7};
-    opt.exclude = [&](std::size_t anchor, Index id) { return label[std::size_t(id)] == label[anchor]; };
+    opt.exclude = [&](std::size_t anchor, Index id) {
+      return label[std::size_t(id)] == label[anchor];
+    };
     check(mine_hard_negatives(flat, anchors, positives, opt), true);
     opt.search.nprobe = 8;
     check(mine_hard_negatives(ivf, anchors, positives, opt), true);

@@ -68,14 +68,14 @@ void check_kernels_for_arch() {
       for (std::size_t row = 0; row < rows; ++row) {
         std::vector<T> x(base.begin() + row * stride, base.begin() + row * stride + n);
         const Reference rr = reference(a, x);
-        long double expect = m == Metric::inner_product ? rr.dot
-                             : m == Metric::l2          ? rr.l2
+        long double expect = m == Metric::inner_product   ? rr.dot
+                             : m == Metric::l2            ? rr.l2
                              : (rr.aa == 0 || rr.bb == 0) ? 0
                                                           : rr.dot / std::sqrt(rr.aa * rr.bb);
-        const double t = m == Metric::cosine
-                             ? (double(n) + 4) * test::eps<T>() * 4
-                             : (double(n) + 1) * test::eps<T>() * double(rr.abs_dot + rr.aa + rr.bb) * 4 +
-                                   1e-30;
+        const double t =
+            m == Metric::cosine
+                ? (double(n) + 4) * test::eps<T>() * 4
+                : (double(n) + 1) * test::eps<T>() * double(rr.abs_dot + rr.aa + rr.bb) * 4 + 1e-30;
         CHECK(std::fabs(double(out[row]) - double(expect)) <= t);
       }
     }

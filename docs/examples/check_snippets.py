@@ -3,6 +3,8 @@
 A block is preceded by a line `<!-- snippet: examples/FILE.cpp#NAME -->`; the block's text must
 equal the region between `// [snippet:NAME]` and `// [/snippet]` in that file (indentation
 removed). So the code in the docs is code that `meson test` compiles and runs.
+`// clang-format off` / `on` lines inside a region are left out of the docs.
+`check_snippets.py DOCS_DIR --fix` rewrites stale blocks from the programs.
 """
 import pathlib
 import re
@@ -10,6 +12,7 @@ import sys
 import textwrap
 
 docs = pathlib.Path(sys.argv[1])
+fix = "--fix" in sys.argv  # rewrite stale blocks from their snippets instead of failing
 failures = []
 blocks = 0
 for md in sorted(docs.glob("*.md")):
@@ -33,9 +36,15 @@ for md in sorted(docs.glob("*.md")):
         if not m:
             failures.append(f"{md.name}:{i + 1}: no snippet '{marker.group(2)}' in {src.name}")
             continue
-        expect = textwrap.dedent(m.group(1)).strip("\n")
+        region = "".join(l for l in m.group(1).splitlines(True) if l.strip() not in ("// clang-format off", "// clang-format on"))
+        expect = textwrap.dedent(region).strip("\n")
         if expect != body:
-            failures.append(f"{md.name}:{i + 1}: block differs from {src.name}#{marker.group(2)}")
+            if fix:
+                lines[i + 1:end] = expect.split("\n")
+                md.write_text("\n".join(lines) + "\n")
+                print(f"{md.name}:{i + 1}: updated from {src.name}#{marker.group(2)}")
+            else:
+                failures.append(f"{md.name}:{i + 1}: block differs from {src.name}#{marker.group(2)}")
 for f in failures:
     print(f)
 print(f"{blocks} code blocks checked, {len(failures)} stale")

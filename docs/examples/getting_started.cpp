@@ -8,10 +8,12 @@ int main() {
   using namespace mmrag;
   // Four 3-d embeddings, one per row (row-major, as every mmrag API takes them).
   Matrix<float> items(4, 3);
+  // clang-format off
   items << 1, 0, 0,
            0, 1, 0,
            0.9f, 0.1f, 0,
            0, 0, 1;
+  // clang-format on
 
   // Similarity of two embeddings (SIMD kernel).
   const float c = cosine(items.row(0).data(), items.row(2).data(), 3);

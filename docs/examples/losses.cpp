@@ -30,7 +30,9 @@ int main() {
   const auto nce = loss::nce(data, noise);  // logits from loss::nce_logits(log_p, log_q, k)
   // [/snippet]
 
-  std::printf("InfoNCE %.4f -> %.4f after one step; SigLIP %.4f, contrastive %.4f, info_nce %.4f, nce %.4f\n",
-              l.value, after, siglip.value, margin.value, infonce.value, nce.value);
+  std::printf(
+      "InfoNCE %.4f -> %.4f after one step; SigLIP %.4f, contrastive %.4f, info_nce %.4f, nce "
+      "%.4f\n",
+      l.value, after, siglip.value, margin.value, infonce.value, nce.value);
   return after < l.value ? 0 : 1;
 }

@@ -15,11 +15,12 @@ int main() {
     for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = g(rng);
     return m;
   };
-  const Matrix<float> images = random_rows(300), captions = random_rows(300), audio = random_rows(50);
+  const Matrix<float> images = random_rows(300), captions = random_rows(300),
+                      audio = random_rows(50);
 
   // [snippet:tags]
-  ModalityNames names;                       // text, image, audio, video built in
-  const Modality depth = names.add("depth");  // your own modalities get tags 4, 5, ...
+  ModalityNames names;                         // text, image, audio, video built in
+  const Modality depth = names.add("depth");   // your own modalities get tags 4, 5, ...
   FlatIndex<float> index(16, Metric::cosine);  // one index, one space, every modality
   std::vector<Index> ids(300);
   std::iota(ids.begin(), ids.end(), Index(0));
@@ -31,7 +32,8 @@ int main() {
 
   // [snippet:filter]
   // The exact top-5 among images only: the filter runs inside the scan.
-  const Hits<float> pictures = index.search(captions.topRows(2), 5, {.filter = {.modalities = names.set({"image"})}});
+  const Hits<float> pictures =
+      index.search(captions.topRows(2), 5, {.filter = {.modalities = names.set({"image"})}});
   // An id allow-list too (a bitset): e.g. the items this user may see.
   IdSet visible;
   for (Index id = 0; id < 600; id += 3) visible.insert(id);
@@ -43,7 +45,8 @@ int main() {
   const Eigen::RowVectorXf pigeon = images.row(0), engine = audio.row(0);
   const Matrix<float> query = compose<float>({{std::span<const float>(pigeon.data(), 16), 1.0f},
                                               {std::span<const float>(engine.data(), 16), 0.5f}});
-  const Hits<float> mixed = index.search(query, 3, {.filter = {.modalities = ModalitySet{modality::image}}});
+  const Hits<float> mixed =
+      index.search(query, 3, {.filter = {.modalities = ModalitySet{modality::image}}});
   // [/snippet]
 
   // [snippet:mine]
@@ -51,17 +54,20 @@ int main() {
   // the InfoNCE score matrix layout: column 0 the positive, then the negatives.
   std::vector<Index> positives(8);
   std::iota(positives.begin(), positives.end(), Index(0));
-  const auto hard = mine_hard_negatives(index, captions.topRows(8), positives,
-                                        {.negatives = 4, .search = {.filter = {.modalities = ModalitySet{modality::image}}}});
+  const auto hard = mine_hard_negatives(
+      index, captions.topRows(8), positives,
+      {.negatives = 4, .search = {.filter = {.modalities = ModalitySet{modality::image}}}});
   const Matrix<Index> candidates = hard.candidates(positives);  // 8 × 5 ids
   Matrix<float> scores(8, 5);  // score them with your current model:
   for (Eigen::Index i = 0; i < 8; ++i)
-    for (Eigen::Index j = 0; j < 5; ++j) scores(i, j) = captions.row(i).dot(images.row(candidates(i, j)));
+    for (Eigen::Index j = 0; j < 5; ++j)
+      scores(i, j) = captions.row(i).dot(images.row(candidates(i, j)));
   const auto l = loss::info_nce(scores, hard.positive_columns());
   // [/snippet]
 
   bool ok = mixed.found(0) == 3 && l.grad_scores.rows() == 8;
-  for (Eigen::Index j = 0; j < 5; ++j) ok = ok && pictures.ids(0, j) < 300 && mine.ids(0, j) % 3 == 0;
+  for (Eigen::Index j = 0; j < 5; ++j)
+    ok = ok && pictures.ids(0, j) < 300 && mine.ids(0, j) % 3 == 0;
   std::printf("filtered, composed and mined: %s (info_nce %.3f)\n", ok ? "ok" : "WRONG", l.value);
   return ok ? 0 : 1;
 }

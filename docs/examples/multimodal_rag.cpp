@@ -29,8 +29,8 @@ using Mat = Matrix<float>;
 
 namespace {
 
-constexpr int kDim = 64;           // shared embedding space
-constexpr int kTextFeatures = 512; // hashed trigram buckets
+constexpr int kDim = 64;            // shared embedding space
+constexpr int kTextFeatures = 512;  // hashed trigram buckets
 constexpr int kClasses = 10;
 
 // ---- the three modalities ------------------------------------------------------------------
@@ -57,7 +57,8 @@ Mat featurize_text(const std::vector<std::string>& texts) {
     const std::string s = "  " + texts[t] + "  ";
     for (std::size_t i = 0; i + 3 <= s.size(); ++i) {
       std::uint32_t h = 2166136261u;
-      for (std::size_t j = i; j < i + 3; ++j) h = (h ^ static_cast<unsigned char>(s[j])) * 16777619u;
+      for (std::size_t j = i; j < i + 3; ++j)
+        h = (h ^ static_cast<unsigned char>(s[j])) * 16777619u;
       f(static_cast<Eigen::Index>(t), h % kTextFeatures) += 1.f;
     }
   }
@@ -76,13 +77,16 @@ Mat sketch_of(const Mat& images) {
     float edges[28][28];
     for (int y = 0; y < 28; ++y)
       for (int x = 0; x < 28; ++x) {
-        const float gx = px(y - 1, x + 1) + 2 * px(y, x + 1) + px(y + 1, x + 1) - px(y - 1, x - 1) - 2 * px(y, x - 1) - px(y + 1, x - 1);
-        const float gy = px(y + 1, x - 1) + 2 * px(y + 1, x) + px(y + 1, x + 1) - px(y - 1, x - 1) - 2 * px(y - 1, x) - px(y - 1, x + 1);
+        const float gx = px(y - 1, x + 1) + 2 * px(y, x + 1) + px(y + 1, x + 1) - px(y - 1, x - 1) -
+                         2 * px(y, x - 1) - px(y + 1, x - 1);
+        const float gy = px(y + 1, x - 1) + 2 * px(y + 1, x) + px(y + 1, x + 1) - px(y - 1, x - 1) -
+                         2 * px(y - 1, x) - px(y - 1, x + 1);
         edges[y][x] = std::sqrt(gx * gx + gy * gy);
       }
     for (int y = 0; y < 14; ++y)
       for (int x = 0; x < 14; ++x)
-        out(n, y * 14 + x) = 0.25f * (edges[2 * y][2 * x] + edges[2 * y][2 * x + 1] + edges[2 * y + 1][2 * x] + edges[2 * y + 1][2 * x + 1]);
+        out(n, y * 14 + x) = 0.25f * (edges[2 * y][2 * x] + edges[2 * y][2 * x + 1] +
+                                      edges[2 * y + 1][2 * x] + edges[2 * y + 1][2 * x + 1]);
   }
   return out;
 }
@@ -95,14 +99,17 @@ struct Standardizer {
     const Eigen::RowVectorXf var = (train.rowwise() - mean).array().square().colwise().mean();
     inv_std = (var.array().sqrt() + 1e-2f).inverse();
   }
-  Mat operator()(const Mat& x) const { return ((x.rowwise() - mean).array().rowwise() * inv_std.array()).matrix(); }
+  Mat operator()(const Mat& x) const {
+    return ((x.rowwise() - mean).array().rowwise() * inv_std.array()).matrix();
+  }
 };
 
 // ---- a linear projection head and Adam, written here (the library supplies the gradients) ----
 
 struct Head {
   Mat w, m, v;  // weights (in × kDim) and Adam's moments
-  Head(Eigen::Index in, std::mt19937_64& rng) : w(in, kDim), m(Mat::Zero(in, kDim)), v(Mat::Zero(in, kDim)) {
+  Head(Eigen::Index in, std::mt19937_64& rng)
+      : w(in, kDim), m(Mat::Zero(in, kDim)), v(Mat::Zero(in, kDim)) {
     std::normal_distribution<float> g(0.f, 1.f / std::sqrt(float(in)));
     for (Eigen::Index i = 0; i < w.size(); ++i) w.data()[i] = g(rng);
   }
@@ -121,13 +128,15 @@ struct Adam {
   void step(float& x, float& m, float& v, float g) const {
     m = b1 * m + (1 - b1) * g;
     v = b2 * v + (1 - b2) * g * g;
-    x -= lr * (m / (1 - std::pow(b1, float(t)))) / (std::sqrt(v / (1 - std::pow(b2, float(t)))) + eps);
+    x -= lr * (m / (1 - std::pow(b1, float(t)))) /
+         (std::sqrt(v / (1 - std::pow(b2, float(t)))) + eps);
   }
 };
 
 Mat rows_of(const Mat& x, const std::vector<Eigen::Index>& rows) {
   Mat out(static_cast<Eigen::Index>(rows.size()), x.cols());
-  for (std::size_t i = 0; i < rows.size(); ++i) out.row(static_cast<Eigen::Index>(i)) = x.row(rows[i]);
+  for (std::size_t i = 0; i < rows.size(); ++i)
+    out.row(static_cast<Eigen::Index>(i)) = x.row(rows[i]);
   return out;
 }
 
@@ -150,27 +159,32 @@ int main(int argc, char** argv) {
   const Mat train_img = image_std(data.train_images), test_img = image_std(data.test_images);
   const Mat train_sketch_raw = sketch_of(data.train_images);
   const Standardizer sketch_std(train_sketch_raw);
-  const Mat train_sk = sketch_std(train_sketch_raw), test_sk = sketch_std(sketch_of(data.test_images));
-  const Mat text = featurize_text(std::vector<std::string>(kDescriptions, kDescriptions + kClasses));
+  const Mat train_sk = sketch_std(train_sketch_raw),
+            test_sk = sketch_std(sketch_of(data.test_images));
+  const Mat text =
+      featurize_text(std::vector<std::string>(kDescriptions, kDescriptions + kClasses));
 
   ModalityNames names;
   const Modality sketch = names.add("sketch");
 
   // ---- training: ImageBind style, the image is the anchor of both pairings ------------------
   std::mt19937_64 rng(42);
-  Head image_head(train_img.cols(), rng), sketch_head(train_sk.cols(), rng), text_head(text.cols(), rng);
+  Head image_head(train_img.cols(), rng), sketch_head(train_sk.cols(), rng),
+      text_head(text.cols(), rng);
   float log_tau_sketch = std::log(0.1f), log_tau_text = std::log(0.1f);
   float mt[2] = {0, 0}, vt[2] = {0, 0};
   Adam adam;
 
   std::vector<std::vector<Eigen::Index>> by_class(kClasses);
-  for (std::size_t i = 0; i < data.train_labels.size(); ++i) by_class[std::size_t(data.train_labels[i])].push_back(Eigen::Index(i));
+  for (std::size_t i = 0; i < data.train_labels.size(); ++i)
+    by_class[std::size_t(data.train_labels[i])].push_back(Eigen::Index(i));
   constexpr int kGroups = 25;  // a batch: 25 groups of one image per class = 250 images
   constexpr int kSteps = 1500;
   for (int step = 1; step <= kSteps; ++step) {
     std::vector<Eigen::Index> batch;
     for (int g = 0; g < kGroups; ++g)
-      for (int c = 0; c < kClasses; ++c) batch.push_back(by_class[std::size_t(c)][rng() % by_class[std::size_t(c)].size()]);
+      for (int c = 0; c < kClasses; ++c)
+        batch.push_back(by_class[std::size_t(c)][rng() % by_class[std::size_t(c)].size()]);
     const Mat xi = rows_of(train_img, batch), xs = rows_of(train_sk, batch);
     const Mat ei = image_head.embed(xi), es = sketch_head.embed(xs), et = text_head.embed(text);
 
@@ -200,12 +214,14 @@ int main(int argc, char** argv) {
     log_tau_sketch = std::max(log_tau_sketch, std::log(0.01f));
     log_tau_text = std::max(log_tau_text, std::log(0.01f));
     if (step % 500 == 0)
-      std::printf("step %4d: sketch<->image loss %.3f (tau %.3f), text<->image loss %.3f (tau %.3f)\n", step, sk.value,
-                  std::exp(log_tau_sketch), text_loss, std::exp(log_tau_text));
+      std::printf(
+          "step %4d: sketch<->image loss %.3f (tau %.3f), text<->image loss %.3f (tau %.3f)\n",
+          step, sk.value, std::exp(log_tau_sketch), text_loss, std::exp(log_tau_text));
   }
 
   // ---- one index for every modality of the test set -----------------------------------------
-  const Mat emb_img = image_head.embed(test_img), emb_sk = sketch_head.embed(test_sk), emb_txt = text_head.embed(text);
+  const Mat emb_img = image_head.embed(test_img), emb_sk = sketch_head.embed(test_sk),
+            emb_txt = text_head.embed(text);
   const Eigen::Index n_test = emb_img.rows();
   FlatIndex<float> index(kDim, Metric::cosine);
   auto add_modality = [&](const Mat& e, Index first_id, Modality m) {
@@ -217,7 +233,8 @@ int main(int argc, char** argv) {
   add_modality(emb_img, 0, modality::image);
   add_modality(emb_sk, sketch_base, sketch);
   add_modality(emb_txt, text_base, modality::text);
-  std::printf("index: %zu vectors (images, sketches, texts) in one %d-d cosine space\n", index.size(), kDim);
+  std::printf("index: %zu vectors (images, sketches, texts) in one %d-d cosine space\n",
+              index.size(), kDim);
 
   auto label_of = [&](Index id) { return data.test_labels[std::size_t(id % n_test)]; };
   const SearchParams only_text{.filter = {.modalities = ModalitySet{modality::text}}};
@@ -226,7 +243,8 @@ int main(int argc, char** argv) {
   // Zero-shot: each test image classified by its nearest class text.
   const auto img_to_txt = index.search(emb_img, 1, only_text);
   int correct = 0;
-  for (Eigen::Index i = 0; i < n_test; ++i) correct += (img_to_txt.ids(i, 0) - text_base) == data.test_labels[std::size_t(i)];
+  for (Eigen::Index i = 0; i < n_test; ++i)
+    correct += (img_to_txt.ids(i, 0) - text_base) == data.test_labels[std::size_t(i)];
   std::printf("zero-shot image->text accuracy: %.4f\n", double(correct) / double(n_test));
 
   // Each class text as a query, image-filtered: the fraction of the 10 results of that class.
@@ -239,7 +257,8 @@ int main(int argc, char** argv) {
   // Emergent: sketches classified by nearest class text, a pairing never trained on.
   const auto sk_to_txt = index.search(emb_sk, 1, only_text);
   correct = 0;
-  for (Eigen::Index i = 0; i < n_test; ++i) correct += (sk_to_txt.ids(i, 0) - text_base) == data.test_labels[std::size_t(i)];
+  for (Eigen::Index i = 0; i < n_test; ++i)
+    correct += (sk_to_txt.ids(i, 0) - text_base) == data.test_labels[std::size_t(i)];
   std::printf("emergent sketch->text accuracy: %.4f\n", double(correct) / double(n_test));
 
   // ---- embedding arithmetic: the sketch of a sandal + the text "ankle boot" -----------------
@@ -249,16 +268,23 @@ int main(int argc, char** argv) {
   const Mat query = compose<float>({{std::span<const float>(sandal_sketch.data(), kDim), 1.f},
                                     {std::span<const float>(boot_text.data(), kDim), 1.f}});
   const auto context = index.search(query, 6, only_images);
-  std::printf("\nquery: sketch #%ld (a sandal) + text \"ankle boot\", images only\nretrieved context for the LLM:\n",
-              long(sandal));
+  std::printf(
+      "\nquery: sketch #%ld (a sandal) + text \"ankle boot\", images only\nretrieved context for "
+      "the LLM:\n",
+      long(sandal));
   for (Eigen::Index j = 0; j < context.ids.cols(); ++j) {
     const Index id = context.ids(0, j);
-    const Modality m = id >= text_base ? modality::text : id >= sketch_base ? sketch : modality::image;
-    const std::string what = m == modality::text ? std::string("\"") + kDescriptions[id - text_base] + "\""
-                                                 : "test item " + std::to_string(id % n_test) + ", class: " +
-                                                       datasets::fashion_mnist_classes[std::size_t(label_of(id))];
-    std::printf("  id %6ld  %-6s  score %.3f  %s\n", long(id), names.name(m).c_str(), double(context.scores(0, j)), what.c_str());
+    const Modality m = id >= text_base     ? modality::text
+                       : id >= sketch_base ? sketch
+                                           : modality::image;
+    const std::string what = m == modality::text
+                                 ? std::string("\"") + kDescriptions[id - text_base] + "\""
+                                 : "test item " + std::to_string(id % n_test) + ", class: " +
+                                       datasets::fashion_mnist_classes[std::size_t(label_of(id))];
+    std::printf("  id %6ld  %-6s  score %.3f  %s\n", long(id), names.name(m).c_str(),
+                double(context.scores(0, j)), what.c_str());
   }
-  std::printf("\ndone in %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count());
+  std::printf("\ndone in %.1f s\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count());
   return 0;
 }

@@ -17,13 +17,13 @@ int main() {
 
   // [snippet:flat]
   FlatIndex<float> exact(32, Metric::l2);
-  exact.add(data);                                    // ids 0, 1, 2, ...
+  exact.add(data);                                      // ids 0, 1, 2, ...
   const Hits<float> truth = exact.search(queries, 10);  // 100 × 10 ids and squared distances
   // [/snippet]
 
   // [snippet:ivf]
   IvfIndex<float> ivf(32, /*nlist=*/128, Metric::l2);
-  ivf.train(data);                                    // k-means, 10 iterations
+  ivf.train(data);  // k-means, 10 iterations
   std::vector<Index> ids(20000);
   for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = Index(1000 + i);  // your own ids
   ivf.add(data, ids);
@@ -32,7 +32,7 @@ int main() {
 
   // [snippet:persist]
   const auto path = std::filesystem::temp_directory_path() / "mmrag_example.ivf";
-  ivf.save(path);                                     // versioned, checksummed
+  ivf.save(path);                                              // versioned, checksummed
   const IvfIndex<float> loaded = IvfIndex<float>::load(path);  // throws on a corrupt file
   // [/snippet]
   std::filesystem::remove(path);
@@ -43,6 +43,7 @@ int main() {
       for (Eigen::Index l = 0; l < 10; ++l) hit += approx.ids(i, j) == truth.ids(i, l) + 1000;
   const double recall = double(hit) / 1000.0;
   const bool same = loaded.search(queries, 10, {.nprobe = 16}).ids == approx.ids;
-  std::printf("recall@10 at nprobe 16 of 128: %.3f; reloaded index identical: %s\n", recall, same ? "yes" : "no");
+  std::printf("recall@10 at nprobe 16 of 128: %.3f; reloaded index identical: %s\n", recall,
+              same ? "yes" : "no");
   return recall > 0.3 && same ? 0 : 1;
 }

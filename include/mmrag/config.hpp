@@ -47,14 +47,19 @@ using Index = std::int64_t;
 enum class Metric { inner_product, cosine, l2 };
 
 /// True when a larger score is a better match.
-[[nodiscard]] constexpr bool higher_is_better(Metric m) noexcept { return m != Metric::l2; }
+[[nodiscard]] constexpr bool higher_is_better(Metric m) noexcept {
+  return m != Metric::l2;
+}
 
 /// The metric's name, as used in messages and files.
 [[nodiscard]] inline const char* to_string(Metric m) noexcept {
   switch (m) {
-    case Metric::inner_product: return "inner_product";
-    case Metric::cosine: return "cosine";
-    case Metric::l2: return "l2";
+    case Metric::inner_product:
+      return "inner_product";
+    case Metric::cosine:
+      return "cosine";
+    case Metric::l2:
+      return "l2";
   }
   return "unknown";
 }

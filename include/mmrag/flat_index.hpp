@@ -48,10 +48,12 @@ class FlatIndex {
                                   std::to_string(n) + "), got " + std::to_string(ids.size()));
     if (!modalities.empty() && modalities.size() != n)
       throw std::invalid_argument(std::string(where) + ": modalities must have one tag per row (" +
-                                  std::to_string(n) + "), got " + std::to_string(modalities.size()));
+                                  std::to_string(n) + "), got " +
+                                  std::to_string(modalities.size()));
     for (Modality m : modalities)
       if (m > max_modality)
-        throw std::invalid_argument(std::string(where) + ": modality must be <= 63, got " + std::to_string(m));
+        throw std::invalid_argument(std::string(where) + ": modality must be <= 63, got " +
+                                    std::to_string(m));
     detail::check_finite_rows(where, "vectors", vectors);
 
     // Reserve everything first: after this nothing below can throw, so a failure leaves the
@@ -91,7 +93,8 @@ class FlatIndex {
     detail::check_finite_rows(where, "queries", queries);
 
     const Eigen::Index nq = queries.rows();
-    Hits<T> hits{Matrix<Index>(nq, static_cast<Eigen::Index>(k)), Matrix<T>(nq, static_cast<Eigen::Index>(k))};
+    Hits<T> hits{Matrix<Index>(nq, static_cast<Eigen::Index>(k)),
+                 Matrix<T>(nq, static_cast<Eigen::Index>(k))};
     Matrix<T> q = queries;
     if (metric_ == Metric::cosine) normalize_rows(q);
     const bool higher = higher_is_better(metric_);
@@ -102,8 +105,9 @@ class FlatIndex {
       for (Eigen::Index i = 0; i < nq; ++i) {
         detail::TopK<T> top(k, higher);
         for (std::size_t first = 0; first < size(); first += kScanRows)
-          detail::scan_simd(q.row(i).data(), q.row(i).squaredNorm(), dim_, block(first, std::min(kScanRows, size() - first)),
-                            metric_, params.filter, top, scratch);
+          detail::scan_simd(q.row(i).data(), q.row(i).squaredNorm(), dim_,
+                            block(first, std::min(kScanRows, size() - first)), metric_,
+                            params.filter, top, scratch);
         detail::finish(&top, 1, i, hits, exact_l2 ? q.row(i).data() : nullptr, dim_);
       }
       return hits;
@@ -128,10 +132,11 @@ class FlatIndex {
         const auto tile = block(first, std::min(kBaseTile, size() - first));
         // A filter shrinks the GEMM to the tile's allowed rows: filtered costs less, not more.
         const auto b = filtered ? detail::compact(tile, params.filter, compacted) : tile;
-        detail::scan_gemm(q.row(first_q).data(), nb, dim_, b, metric_, Filter{}, top_ptrs.data(), sq_query.data(),
-                          scratch);
+        detail::scan_gemm(q.row(first_q).data(), nb, dim_, b, metric_, Filter{}, top_ptrs.data(),
+                          sq_query.data(), scratch);
       }
-      detail::finish(tops.data(), nb, first_q, hits, exact_l2 ? q.row(first_q).data() : nullptr, dim_);
+      detail::finish(tops.data(), nb, first_q, hits, exact_l2 ? q.row(first_q).data() : nullptr,
+                     dim_);
     }
     return hits;
   }
@@ -157,13 +162,17 @@ class FlatIndex {
  private:
   // Below this many queries, the SIMD scan (one pass over memory per query) beats a GEMM.
   static constexpr Eigen::Index kGemmMinQueries = 4;
-  static constexpr Eigen::Index kQueryBlock = 256;   // queries per GEMM block
-  static constexpr std::size_t kBaseTile = 1024;     // stored rows per GEMM tile: 1 MB of scores
-  static constexpr std::size_t kScanRows = 4096;     // rows per SIMD scan chunk
+  static constexpr Eigen::Index kQueryBlock = 256;  // queries per GEMM block
+  static constexpr std::size_t kBaseTile = 1024;    // stored rows per GEMM tile: 1 MB of scores
+  static constexpr std::size_t kScanRows = 4096;    // rows per SIMD scan chunk
 
   detail::Block<T> block(std::size_t first, std::size_t rows) const noexcept {
-    return {data_.data() + first * dim_, ids_.data() + first, sq_norms_.data() + first,
-            modality_.data() + first, rows, dim_};
+    return {data_.data() + first * dim_,
+            ids_.data() + first,
+            sq_norms_.data() + first,
+            modality_.data() + first,
+            rows,
+            dim_};
   }
 
   std::size_t dim_;

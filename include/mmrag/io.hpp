@@ -23,8 +23,10 @@ namespace mmrag::io {
 
 namespace detail {
 
-[[noreturn]] inline void fail(const std::filesystem::path& path, std::uint64_t offset, const std::string& what) {
-  throw std::runtime_error("mmrag::io: " + path.string() + " at byte " + std::to_string(offset) + ": " + what);
+[[noreturn]] inline void fail(const std::filesystem::path& path, std::uint64_t offset,
+                              const std::string& what) {
+  throw std::runtime_error("mmrag::io: " + path.string() + " at byte " + std::to_string(offset) +
+                           ": " + what);
 }
 
 /// The whole file. Throws std::runtime_error when it cannot be opened or read.
@@ -36,7 +38,8 @@ inline std::vector<char> read_all(const std::filesystem::path& path) {
   if (size < 0) throw std::runtime_error("mmrag::io: cannot read " + path.string());
   in.seekg(0);
   std::vector<char> bytes(static_cast<std::size_t>(size));
-  if (size > 0 && !in.read(bytes.data(), size)) throw std::runtime_error("mmrag::io: cannot read " + path.string());
+  if (size > 0 && !in.read(bytes.data(), size))
+    throw std::runtime_error("mmrag::io: cannot read " + path.string());
   return bytes;
 }
 
@@ -56,12 +59,15 @@ void append(std::vector<char>& out, const V& v) {
 /// A bounds-checked reader over a byte buffer.
 class Cursor {
  public:
-  Cursor(const std::vector<char>& bytes, const std::filesystem::path& path) : bytes_(bytes), path_(path) {}
+  Cursor(const std::vector<char>& bytes, const std::filesystem::path& path)
+      : bytes_(bytes), path_(path) {}
   [[nodiscard]] std::uint64_t offset() const noexcept { return pos_; }
   [[nodiscard]] std::uint64_t left() const noexcept { return bytes_.size() - pos_; }
   void need(std::uint64_t n, const char* what) const {
-    if (n > left()) fail(path_, pos_, std::string("truncated: ") + what + " needs " + std::to_string(n) +
-                                          " bytes, " + std::to_string(left()) + " left");
+    if (n > left())
+      fail(path_, pos_,
+           std::string("truncated: ") + what + " needs " + std::to_string(n) + " bytes, " +
+               std::to_string(left()) + " left");
   }
   template <class V>
   V get(const char* what) {
@@ -106,7 +112,10 @@ Matrix<T> parse_vecs(const std::vector<char>& bytes, const std::filesystem::path
   for (std::uint64_t i = 0; i < n; ++i) {
     const std::uint64_t at = r.offset();
     const auto di = r.get<std::int32_t>("dimension");
-    if (di != d) fail(path, at, "row " + std::to_string(i) + " has dimension " + std::to_string(di) + ", expected " + std::to_string(d));
+    if (di != d)
+      fail(path, at,
+           "row " + std::to_string(i) + " has dimension " + std::to_string(di) + ", expected " +
+               std::to_string(d));
     r.copy_to(m.row(static_cast<Eigen::Index>(i)).data(), 4 * std::uint64_t(d), "row values");
   }
   return m;
@@ -129,10 +138,14 @@ void write_vecs(const std::filesystem::path& path, const Matrix<T>& m) {
 
 template <class T>
 constexpr const char* npy_descr() {
-  if constexpr (std::is_same_v<T, float>) return "<f4";
-  else if constexpr (std::is_same_v<T, double>) return "<f8";
-  else if constexpr (std::is_same_v<T, std::int64_t>) return "<i8";
-  else static_assert(sizeof(T) == 0, "npy supports float, double and int64");
+  if constexpr (std::is_same_v<T, float>)
+    return "<f4";
+  else if constexpr (std::is_same_v<T, double>)
+    return "<f8";
+  else if constexpr (std::is_same_v<T, std::int64_t>)
+    return "<i8";
+  else
+    static_assert(sizeof(T) == 0, "npy supports float, double and int64");
 }
 
 /// Finds `'key':` in a NumPy header dict and returns what follows, trimmed.
@@ -149,27 +162,38 @@ inline std::string npy_field(const std::string& header, const std::string& key) 
 }  // namespace detail
 
 /// Parses .fvecs bytes (float32 rows): n × d; `name` labels errors. Empty bytes give 0 × 0.
-inline Matrix<float> parse_fvecs(const std::vector<char>& bytes, const std::filesystem::path& name = "<memory>") {
+inline Matrix<float> parse_fvecs(const std::vector<char>& bytes,
+                                 const std::filesystem::path& name = "<memory>") {
   return detail::parse_vecs<float>(bytes, name);
 }
 /// Parses .ivecs bytes (int32 rows): n × d.
-inline Matrix<std::int32_t> parse_ivecs(const std::vector<char>& bytes, const std::filesystem::path& name = "<memory>") {
+inline Matrix<std::int32_t> parse_ivecs(const std::vector<char>& bytes,
+                                        const std::filesystem::path& name = "<memory>") {
   return detail::parse_vecs<std::int32_t>(bytes, name);
 }
 /// Reads a .fvecs file (float32 rows): n × d. An empty file gives 0 × 0.
-inline Matrix<float> read_fvecs(const std::filesystem::path& path) { return parse_fvecs(detail::read_all(path), path); }
+inline Matrix<float> read_fvecs(const std::filesystem::path& path) {
+  return parse_fvecs(detail::read_all(path), path);
+}
 /// Reads an .ivecs file (int32 rows), e.g. ground-truth neighbour ids: n × d.
-inline Matrix<std::int32_t> read_ivecs(const std::filesystem::path& path) { return parse_ivecs(detail::read_all(path), path); }
+inline Matrix<std::int32_t> read_ivecs(const std::filesystem::path& path) {
+  return parse_ivecs(detail::read_all(path), path);
+}
 /// Writes rows as .fvecs.
-inline void write_fvecs(const std::filesystem::path& path, const Matrix<float>& m) { detail::write_vecs(path, m); }
+inline void write_fvecs(const std::filesystem::path& path, const Matrix<float>& m) {
+  detail::write_vecs(path, m);
+}
 /// Writes rows as .ivecs.
-inline void write_ivecs(const std::filesystem::path& path, const Matrix<std::int32_t>& m) { detail::write_vecs(path, m); }
+inline void write_ivecs(const std::filesystem::path& path, const Matrix<std::int32_t>& m) {
+  detail::write_vecs(path, m);
+}
 
 /// Writes a 2-D .npy file (format 1.0, C order) of float, double or int64.
 template <class T>
 void write_npy(const std::filesystem::path& path, const Matrix<T>& m) {
-  std::string header = std::string("{'descr': '") + detail::npy_descr<T>() + "', 'fortran_order': False, 'shape': (" +
-                       std::to_string(m.rows()) + ", " + std::to_string(m.cols()) + "), }";
+  std::string header = std::string("{'descr': '") + detail::npy_descr<T>() +
+                       "', 'fortran_order': False, 'shape': (" + std::to_string(m.rows()) + ", " +
+                       std::to_string(m.cols()) + "), }";
   // magic (6) + version (2) + length (2) + header + '\n' padded to a multiple of 64
   const std::size_t unpadded = 10 + header.size() + 1;
   header.append((64 - unpadded % 64) % 64, ' ');
@@ -186,7 +210,8 @@ void write_npy(const std::filesystem::path& path, const Matrix<T>& m) {
 /// (float: '<f4', double: '<f8', std::int64_t: '<i8'). Throws std::runtime_error on a bad magic,
 /// an unsupported version, dtype or layout, or a size that does not match the shape.
 template <class T>
-Matrix<T> parse_npy(const std::vector<char>& bytes, const std::filesystem::path& path = "<memory>") {
+Matrix<T> parse_npy(const std::vector<char>& bytes,
+                    const std::filesystem::path& path = "<memory>") {
   detail::Cursor c(bytes, path);
   char magic[6];
   c.copy_to(magic, 6, "magic");
@@ -194,9 +219,12 @@ Matrix<T> parse_npy(const std::vector<char>& bytes, const std::filesystem::path&
   const auto major = c.get<std::uint8_t>("version");
   (void)c.get<std::uint8_t>("version");
   std::uint64_t header_len = 0;
-  if (major == 1) header_len = c.get<std::uint16_t>("header length");
-  else if (major == 2 || major == 3) header_len = c.get<std::uint32_t>("header length");
-  else detail::fail(path, 6, "unsupported .npy version " + std::to_string(major));
+  if (major == 1)
+    header_len = c.get<std::uint16_t>("header length");
+  else if (major == 2 || major == 3)
+    header_len = c.get<std::uint32_t>("header length");
+  else
+    detail::fail(path, 6, "unsupported .npy version " + std::to_string(major));
   c.need(header_len, "header");
   const std::string header(c.here(), static_cast<std::size_t>(header_len));
   const std::uint64_t data_at = c.offset() + header_len;
@@ -213,24 +241,33 @@ Matrix<T> parse_npy(const std::vector<char>& bytes, const std::filesystem::path&
   std::vector<std::uint64_t> dims;
   std::size_t i = 1;
   while (i < shape.size() && shape[i] != ')') {
-    if (shape[i] == ' ' || shape[i] == ',') { ++i; continue; }
-    if (shape[i] < '0' || shape[i] > '9') detail::fail(path, 10, "malformed shape " + shape.substr(0, shape.find(')') + 1));
+    if (shape[i] == ' ' || shape[i] == ',') {
+      ++i;
+      continue;
+    }
+    if (shape[i] < '0' || shape[i] > '9')
+      detail::fail(path, 10, "malformed shape " + shape.substr(0, shape.find(')') + 1));
     std::uint64_t v = 0;
     while (i < shape.size() && shape[i] >= '0' && shape[i] <= '9') {
-      if (v > (std::numeric_limits<std::uint64_t>::max() - 9) / 10) detail::fail(path, 10, "shape overflows");
+      if (v > (std::numeric_limits<std::uint64_t>::max() - 9) / 10)
+        detail::fail(path, 10, "shape overflows");
       v = v * 10 + std::uint64_t(shape[i++] - '0');
     }
     dims.push_back(v);
   }
   if (i >= shape.size()) detail::fail(path, 10, "malformed shape");
   if (dims.size() == 0 || dims.size() > 2)
-    detail::fail(path, 10, "only 1-D and 2-D arrays are supported, got " + std::to_string(dims.size()) + "-D");
+    detail::fail(
+        path, 10,
+        "only 1-D and 2-D arrays are supported, got " + std::to_string(dims.size()) + "-D");
   const std::uint64_t rows = dims[0], cols = dims.size() == 2 ? dims[1] : 1;
   if (cols != 0 && rows > std::numeric_limits<std::uint64_t>::max() / cols / sizeof(T))
     detail::fail(path, 10, "shape overflows");
   const std::uint64_t payload = rows * cols * sizeof(T);
   if (c.left() != payload)
-    detail::fail(path, data_at, "data holds " + std::to_string(c.left()) + " bytes, shape needs " + std::to_string(payload));
+    detail::fail(path, data_at,
+                 "data holds " + std::to_string(c.left()) + " bytes, shape needs " +
+                     std::to_string(payload));
   Matrix<T> m(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
   c.copy_to(m.data(), payload, "data");
   return m;
@@ -245,16 +282,19 @@ Matrix<T> read_npy(const std::filesystem::path& path) {
 /// Parses an uncompressed IDX file (the MNIST / Fashion-MNIST format) of unsigned bytes:
 /// magic 0x0000_08_NN (NN = number of dimensions), big-endian int32 sizes, then the bytes.
 /// Returns n × (product of the other sizes) as float (labels: n × 1).
-inline Matrix<float> read_idx_bytes(const std::vector<char>& bytes, const std::filesystem::path& path) {
+inline Matrix<float> read_idx_bytes(const std::vector<char>& bytes,
+                                    const std::filesystem::path& path) {
   detail::Cursor c(bytes, path);
   auto be32 = [&](const char* what) {
     const auto v = c.get<std::uint32_t>(what);
     return (v >> 24) | ((v >> 8) & 0xff00U) | ((v << 8) & 0xff0000U) | (v << 24);
   };
   const std::uint32_t magic = be32("magic");
-  if ((magic >> 8) != 0x08) detail::fail(path, 0, "not an unsigned-byte IDX file (magic " + std::to_string(magic) + ")");
+  if ((magic >> 8) != 0x08)
+    detail::fail(path, 0, "not an unsigned-byte IDX file (magic " + std::to_string(magic) + ")");
   const std::uint32_t ndim = magic & 0xff;
-  if (ndim == 0 || ndim > 4) detail::fail(path, 3, "IDX files must have 1 to 4 dimensions, got " + std::to_string(ndim));
+  if (ndim == 0 || ndim > 4)
+    detail::fail(path, 3, "IDX files must have 1 to 4 dimensions, got " + std::to_string(ndim));
   const std::uint64_t n = be32("size");
   std::uint64_t per_row = 1;
   for (std::uint32_t k = 1; k < ndim; ++k) {
@@ -265,7 +305,9 @@ inline Matrix<float> read_idx_bytes(const std::vector<char>& bytes, const std::f
   if (n > 0 && per_row > c.left() / n + 1)
     detail::fail(path, c.offset(), "the sizes need more bytes than the file holds");
   if (c.left() != n * per_row)
-    detail::fail(path, c.offset(), "data holds " + std::to_string(c.left()) + " bytes, sizes need " + std::to_string(n * per_row));
+    detail::fail(path, c.offset(),
+                 "data holds " + std::to_string(c.left()) + " bytes, sizes need " +
+                     std::to_string(n * per_row));
   Matrix<float> m(static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(per_row));
   const auto* p = reinterpret_cast<const unsigned char*>(c.here());
   for (std::uint64_t i = 0; i < n * per_row; ++i) m.data()[i] = float(p[i]);

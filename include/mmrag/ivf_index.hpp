@@ -36,7 +36,8 @@ class IvfIndex {
 
   /// An untrained index of `dim`-dimensional vectors with `nlist` cells.
   /// Throws std::invalid_argument when dim or nlist is 0.
-  IvfIndex(std::size_t dim, std::size_t nlist, Metric metric) : dim_(dim), nlist_(nlist), metric_(metric), lists_(nlist) {
+  IvfIndex(std::size_t dim, std::size_t nlist, Metric metric)
+      : dim_(dim), nlist_(nlist), metric_(metric), lists_(nlist) {
     if (dim == 0) throw std::invalid_argument("mmrag::IvfIndex: dim must be > 0, got 0");
     if (nlist == 0) throw std::invalid_argument("mmrag::IvfIndex: nlist must be > 0, got 0");
   }
@@ -50,9 +51,11 @@ class IvfIndex {
     detail::check_dim(where, "sample", sample.cols(), dim_);
     if (static_cast<std::size_t>(sample.rows()) < nlist_)
       throw std::invalid_argument(std::string(where) + ": nlist (" + std::to_string(nlist_) +
-                                  ") must not exceed the training rows (" + std::to_string(sample.rows()) + ")");
+                                  ") must not exceed the training rows (" +
+                                  std::to_string(sample.rows()) + ")");
     if (size() > 0)
-      throw std::invalid_argument(std::string(where) + ": the index already holds " + std::to_string(size()) +
+      throw std::invalid_argument(std::string(where) + ": the index already holds " +
+                                  std::to_string(size()) +
                                   " vectors; clear() it before training again");
     detail::check_finite_rows(where, "sample", sample);
     params.spherical = metric_ == Metric::cosine;
@@ -79,18 +82,21 @@ class IvfIndex {
   void add(const Eigen::Ref<const Matrix<T>>& vectors, std::span<const Index> ids = {},
            std::span<const Modality> modalities = {}) {
     constexpr const char* where = "mmrag::IvfIndex::add";
-    if (!is_trained()) throw std::invalid_argument(std::string(where) + ": the index must be trained before add");
+    if (!is_trained())
+      throw std::invalid_argument(std::string(where) + ": the index must be trained before add");
     detail::check_dim(where, "vectors", vectors.cols(), dim_);
     const auto n = static_cast<std::size_t>(vectors.rows());
     if (!ids.empty() && ids.size() != n)
-      throw std::invalid_argument(std::string(where) + ": ids must have one id per row (" + std::to_string(n) +
-                                  "), got " + std::to_string(ids.size()));
+      throw std::invalid_argument(std::string(where) + ": ids must have one id per row (" +
+                                  std::to_string(n) + "), got " + std::to_string(ids.size()));
     if (!modalities.empty() && modalities.size() != n)
       throw std::invalid_argument(std::string(where) + ": modalities must have one tag per row (" +
-                                  std::to_string(n) + "), got " + std::to_string(modalities.size()));
+                                  std::to_string(n) + "), got " +
+                                  std::to_string(modalities.size()));
     for (Modality m : modalities)
       if (m > max_modality)
-        throw std::invalid_argument(std::string(where) + ": modality must be <= 63, got " + std::to_string(m));
+        throw std::invalid_argument(std::string(where) + ": modality must be <= 63, got " +
+                                    std::to_string(m));
     detail::check_finite_rows(where, "vectors", vectors);
 
     Matrix<T> x = vectors;
@@ -104,8 +110,9 @@ class IvfIndex {
     const auto first = static_cast<Index>(size_);
     for (std::size_t r = 0; r < n; ++r) {
       const T* v = x.row(static_cast<Eigen::Index>(r)).data();
-      lists_[static_cast<std::size_t>(cell[r])].push(v, dim_, ids.empty() ? first + static_cast<Index>(r) : ids[r],
-                                                     modalities.empty() ? Modality(0) : modalities[r]);
+      lists_[static_cast<std::size_t>(cell[r])].push(
+          v, dim_, ids.empty() ? first + static_cast<Index>(r) : ids[r],
+          modalities.empty() ? Modality(0) : modalities[r]);
     }
     size_ += n;
   }
@@ -120,15 +127,18 @@ class IvfIndex {
   [[nodiscard]] Hits<T> search(const Eigen::Ref<const Matrix<T>>& queries, std::size_t k,
                                const SearchParams& params = {}) const {
     constexpr const char* where = "mmrag::IvfIndex::search";
-    if (!is_trained()) throw std::invalid_argument(std::string(where) + ": the index must be trained before search");
+    if (!is_trained())
+      throw std::invalid_argument(std::string(where) + ": the index must be trained before search");
     detail::check_dim(where, "queries", queries.cols(), dim_);
     if (k == 0) throw std::invalid_argument(std::string(where) + ": k must be > 0, got 0");
-    if (params.nprobe == 0) throw std::invalid_argument(std::string(where) + ": nprobe must be > 0, got 0");
+    if (params.nprobe == 0)
+      throw std::invalid_argument(std::string(where) + ": nprobe must be > 0, got 0");
     detail::check_finite_rows(where, "queries", queries);
 
     const Eigen::Index nq = queries.rows();
     const std::size_t nprobe = std::min(params.nprobe, nlist_);
-    Hits<T> hits{Matrix<Index>(nq, static_cast<Eigen::Index>(k)), Matrix<T>(nq, static_cast<Eigen::Index>(k))};
+    Hits<T> hits{Matrix<Index>(nq, static_cast<Eigen::Index>(k)),
+                 Matrix<T>(nq, static_cast<Eigen::Index>(k))};
     Matrix<T> q = queries;
     if (metric_ == Metric::cosine) normalize_rows(q);
     const Vector<T> q_sq = q.rowwise().squaredNorm();
@@ -145,7 +155,8 @@ class IvfIndex {
       // Invert: for each cell, the queries of this block that probe it.
       std::vector<std::vector<Eigen::Index>> by_cell(nlist_);
       for (Eigen::Index i = 0; i < nb; ++i)
-        for (std::size_t p = 0; p < nprobe; ++p) by_cell[static_cast<std::size_t>(probes(i, static_cast<Eigen::Index>(p)))].push_back(i);
+        for (std::size_t p = 0; p < nprobe; ++p)
+          by_cell[static_cast<std::size_t>(probes(i, static_cast<Eigen::Index>(p)))].push_back(i);
 
       std::vector<T> simd_scratch;
       Matrix<T> gemm_scratch, gathered;
@@ -158,12 +169,14 @@ class IvfIndex {
         if (who.empty() || lists_[l].ids.empty()) continue;
         if (who.size() < kGemmMinQueries) {
           for (Eigen::Index i : who)
-            detail::scan_simd(q.row(first_q + i).data(), q_sq[first_q + i], dim_, lists_[l].block(dim_), metric_,
-                              params.filter, tops[static_cast<std::size_t>(i)], simd_scratch);
+            detail::scan_simd(q.row(first_q + i).data(), q_sq[first_q + i], dim_,
+                              lists_[l].block(dim_), metric_, params.filter,
+                              tops[static_cast<std::size_t>(i)], simd_scratch);
           continue;
         }
         // Several queries share this cell: score only its allowed rows, once for all of them.
-        const auto b = filtered ? detail::compact(lists_[l].block(dim_), params.filter, compacted) : lists_[l].block(dim_);
+        const auto b = filtered ? detail::compact(lists_[l].block(dim_), params.filter, compacted)
+                                : lists_[l].block(dim_);
         if (b.rows == 0) continue;
         gathered.resize(static_cast<Eigen::Index>(who.size()), static_cast<Eigen::Index>(dim_));
         top_ptrs.resize(who.size());
@@ -173,8 +186,8 @@ class IvfIndex {
           top_ptrs[j] = &tops[static_cast<std::size_t>(who[j])];
           sq[j] = q_sq[first_q + who[j]];
         }
-        detail::scan_gemm(gathered.data(), who.size(), dim_, b, metric_, Filter{}, top_ptrs.data(), sq.data(),
-                          gemm_scratch);
+        detail::scan_gemm(gathered.data(), who.size(), dim_, b, metric_, Filter{}, top_ptrs.data(),
+                          sq.data(), gemm_scratch);
       }
       detail::finish(tops.data(), static_cast<std::size_t>(nb), first_q, hits,
                      metric_ == Metric::l2 ? q.row(first_q).data() : nullptr, dim_);
@@ -220,7 +233,9 @@ class IvfIndex {
   /// Ids stored in cell l, in storage order.
   [[nodiscard]] std::span<const Index> list_ids(std::size_t l) const { return lists_.at(l).ids; }
   /// Modality tags stored in cell l, in storage order.
-  [[nodiscard]] std::span<const Modality> list_modalities(std::size_t l) const { return lists_.at(l).modality; }
+  [[nodiscard]] std::span<const Modality> list_modalities(std::size_t l) const {
+    return lists_.at(l).modality;
+  }
 
   // ---- persistence --------------------------------------------------------------------------
   //
@@ -259,12 +274,13 @@ class IvfIndex {
   }
 
  public:
-
   /// Reads an index written by `save`. Verifies the magic, version, scalar type (must be T's),
   /// metric, sizes against the file length, the checksum, modality tags and finiteness.
   /// Throws std::runtime_error naming the file and offset on a missing, truncated, corrupt or
   /// mismatched file; never reads out of bounds.
-  [[nodiscard]] static IvfIndex load(const std::filesystem::path& path) { return parse(io::detail::read_all(path), path); }
+  [[nodiscard]] static IvfIndex load(const std::filesystem::path& path) {
+    return parse(io::detail::read_all(path), path);
+  }
 
   /// The bytes `save` writes, as a buffer (for sending over a network or storing in a blob).
   [[nodiscard]] std::vector<char> serialize() const {
@@ -275,26 +291,32 @@ class IvfIndex {
 
   /// Rebuilds an index from `serialize` / `save` bytes, with every check `load` makes;
   /// `name` labels the errors.
-  [[nodiscard]] static IvfIndex parse(const std::vector<char>& bytes, const std::filesystem::path& path = "<memory>") {
+  [[nodiscard]] static IvfIndex parse(const std::vector<char>& bytes,
+                                      const std::filesystem::path& path = "<memory>") {
     io::detail::Cursor c(bytes, path);
     char magic[8];
     c.copy_to(magic, 8, "magic");
-    if (std::memcmp(magic, kMagic, 8) != 0) io::detail::fail(path, 0, "not an mmrag IVF file (bad magic)");
+    if (std::memcmp(magic, kMagic, 8) != 0)
+      io::detail::fail(path, 0, "not an mmrag IVF file (bad magic)");
     const auto version = c.get<std::uint32_t>("version");
     if (version != kVersion)
-      io::detail::fail(path, 8, "unsupported version " + std::to_string(version) + " (this build reads " +
-                                    std::to_string(kVersion) + ")");
+      io::detail::fail(path, 8,
+                       "unsupported version " + std::to_string(version) + " (this build reads " +
+                           std::to_string(kVersion) + ")");
     // Checksum before anything else is trusted.
     if (bytes.size() < 8 + 8) io::detail::fail(path, bytes.size(), "truncated: no checksum");
     std::uint64_t stored;
     std::memcpy(&stored, bytes.data() + bytes.size() - 8, 8);
     if (stored != checksum(bytes.data(), bytes.size() - 8))
-      io::detail::fail(path, bytes.size() - 8, "checksum mismatch: the file is corrupt or truncated");
+      io::detail::fail(path, bytes.size() - 8,
+                       "checksum mismatch: the file is corrupt or truncated");
 
     const auto scalar = c.get<std::uint32_t>("scalar type");
     if (scalar != scalar_code())
-      io::detail::fail(path, 12, "scalar type " + std::to_string(scalar) + " does not match this IvfIndex<" +
-                                     (sizeof(T) == 4 ? "float" : "double") + "> (" + std::to_string(scalar_code()) + ")");
+      io::detail::fail(path, 12,
+                       "scalar type " + std::to_string(scalar) + " does not match this IvfIndex<" +
+                           (sizeof(T) == 4 ? "float" : "double") + "> (" +
+                           std::to_string(scalar_code()) + ")");
     const auto metric = c.get<std::uint32_t>("metric");
     if (metric > 2) io::detail::fail(path, 16, "unknown metric " + std::to_string(metric));
     (void)c.get<std::uint32_t>("reserved");
@@ -303,19 +325,23 @@ class IvfIndex {
     const auto total = c.get<std::uint64_t>("size");
     const auto trained = c.get<std::uint8_t>("trained flag");
     const std::uint64_t left = c.left();
-    if (dim == 0 || nlist == 0 || trained > 1) io::detail::fail(path, 24, "dim and nlist must be > 0");
+    if (dim == 0 || nlist == 0 || trained > 1)
+      io::detail::fail(path, 24, "dim and nlist must be > 0");
     // Every count is bounded by the bytes left, so nothing below can allocate absurdly.
     if (dim > (std::uint64_t(1) << 40) || nlist > left / 8 ||
         (trained && (dim > left / sizeof(T) || nlist > left / sizeof(T) / dim)))
-      io::detail::fail(path, 24, "dim " + std::to_string(dim) + " and nlist " + std::to_string(nlist) +
-                                     " do not fit the file size");
+      io::detail::fail(path, 24,
+                       "dim " + std::to_string(dim) + " and nlist " + std::to_string(nlist) +
+                           " do not fit the file size");
     if (!trained && total > 0) io::detail::fail(path, 40, "an untrained index cannot hold vectors");
 
-    IvfIndex index(static_cast<std::size_t>(dim), static_cast<std::size_t>(nlist), static_cast<Metric>(metric));
+    IvfIndex index(static_cast<std::size_t>(dim), static_cast<std::size_t>(nlist),
+                   static_cast<Metric>(metric));
     if (trained) {
       index.centroids_.resize(static_cast<Eigen::Index>(nlist), static_cast<Eigen::Index>(dim));
       c.copy_to(index.centroids_.data(), sizeof(T) * nlist * dim, "centroids");
-      if (!index.centroids_.allFinite()) io::detail::fail(path, c.offset(), "centroids hold NaN or Inf");
+      if (!index.centroids_.allFinite())
+        io::detail::fail(path, c.offset(), "centroids hold NaN or Inf");
       index.centroid_sq_ = index.centroids_.rowwise().squaredNorm();
     }
     std::uint64_t seen = 0;
@@ -324,7 +350,9 @@ class IvfIndex {
       const std::uint64_t at = c.offset();
       const auto count = c.get<std::uint64_t>("list size");
       if (count > c.left() / row_bytes)
-        io::detail::fail(path, at, "list " + std::to_string(l) + " claims " + std::to_string(count) + " vectors, more than the file holds");
+        io::detail::fail(path, at,
+                         "list " + std::to_string(l) + " claims " + std::to_string(count) +
+                             " vectors, more than the file holds");
       List& list = index.lists_[static_cast<std::size_t>(l)];
       list.ids.resize(static_cast<std::size_t>(count));
       list.modality.resize(static_cast<std::size_t>(count));
@@ -333,21 +361,27 @@ class IvfIndex {
       const std::uint64_t mod_at = c.offset();
       c.copy_to(list.modality.data(), count, "modality tags");
       for (Modality m : list.modality)
-        if (m > max_modality) io::detail::fail(path, mod_at, "modality tag " + std::to_string(m) + " > 63");
+        if (m > max_modality)
+          io::detail::fail(path, mod_at, "modality tag " + std::to_string(m) + " > 63");
       const std::uint64_t vec_at = c.offset();
       c.copy_to(list.vectors.data(), sizeof(T) * count * dim, "vectors");
       list.sq_norms.resize(static_cast<std::size_t>(count));
       for (std::size_t r = 0; r < count; ++r) {
         const T* v = list.vectors.data() + r * dim;
         for (std::size_t j = 0; j < dim; ++j)
-          if (!std::isfinite(v[j])) io::detail::fail(path, vec_at, "list " + std::to_string(l) + " holds NaN or Inf");
+          if (!std::isfinite(v[j]))
+            io::detail::fail(path, vec_at, "list " + std::to_string(l) + " holds NaN or Inf");
         list.sq_norms[r] = detail::dot_kernel<T>(v, v, static_cast<std::size_t>(dim));
       }
       seen += count;
     }
     if (seen != total)
-      io::detail::fail(path, 40, "header says " + std::to_string(total) + " vectors, lists hold " + std::to_string(seen));
-    if (c.left() != 8) io::detail::fail(path, c.offset(), std::to_string(c.left() - 8) + " unexpected trailing bytes");
+      io::detail::fail(
+          path, 40,
+          "header says " + std::to_string(total) + " vectors, lists hold " + std::to_string(seen));
+    if (c.left() != 8)
+      io::detail::fail(path, c.offset(),
+                       std::to_string(c.left() - 8) + " unexpected trailing bytes");
     index.size_ = static_cast<std::size_t>(total);
     return index;
   }
@@ -402,7 +436,8 @@ class IvfIndex {
   }
 
   /// The nprobe best cells per row of q (nq × nprobe), best first, ties to the smaller cell.
-  [[nodiscard]] Matrix<Index> coarse(const Eigen::Ref<const Matrix<T>>& q, std::size_t nprobe) const {
+  [[nodiscard]] Matrix<Index> coarse(const Eigen::Ref<const Matrix<T>>& q,
+                                     std::size_t nprobe) const {
     Matrix<Index> out(q.rows(), static_cast<Eigen::Index>(nprobe));
     Matrix<T> s(q.rows(), centroids_.rows());
     s.noalias() = q * centroids_.transpose();
@@ -411,10 +446,12 @@ class IvfIndex {
     for (Eigen::Index i = 0; i < q.rows(); ++i) {
       T* row = s.row(i).data();
       // One key for every metric, lower is better: ||c||² - 2 q·c for l2, -q·c otherwise.
-      for (std::size_t j = 0; j < nlist_; ++j) row[j] = l2 ? centroid_sq_[static_cast<Eigen::Index>(j)] - T(2) * row[j] : -row[j];
+      for (std::size_t j = 0; j < nlist_; ++j)
+        row[j] = l2 ? centroid_sq_[static_cast<Eigen::Index>(j)] - T(2) * row[j] : -row[j];
       std::iota(order.begin(), order.end(), Index(0));
-      std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(nprobe), order.end(),
-                        [row](Index a, Index b) { return row[a] != row[b] ? row[a] < row[b] : a < b; });
+      std::partial_sort(
+          order.begin(), order.begin() + static_cast<std::ptrdiff_t>(nprobe), order.end(),
+          [row](Index a, Index b) { return row[a] != row[b] ? row[a] < row[b] : a < b; });
       for (std::size_t p = 0; p < nprobe; ++p) out(i, static_cast<Eigen::Index>(p)) = order[p];
     }
     return out;

@@ -49,11 +49,11 @@ struct KMeansParams {
 /// Result of `kmeans`.
 template <class T>
 struct KMeansResult {
-  Matrix<T> centroids;              ///< k × d
-  std::vector<Index> assignment;    ///< cluster of each input row (empty unless params.assign)
-  std::vector<double> objective;    ///< per iteration: sum of squared distances (l2) or of
-                                    ///< ||x|| - x·c (spherical), before that iteration's update
-  std::size_t iterations = 0;       ///< iterations run
+  Matrix<T> centroids;            ///< k × d
+  std::vector<Index> assignment;  ///< cluster of each input row (empty unless params.assign)
+  std::vector<double> objective;  ///< per iteration: sum of squared distances (l2) or of
+                                  ///< ||x|| - x·c (spherical), before that iteration's update
+  std::size_t iterations = 0;     ///< iterations run
 };
 
 namespace detail {
@@ -109,11 +109,14 @@ template <class T>
   if (k == 0) throw std::invalid_argument(std::string(where) + ": k must be > 0, got 0");
   if (k > n_all)
     throw std::invalid_argument(std::string(where) + ": k (" + std::to_string(k) +
-                                ") must not exceed the number of rows (" + std::to_string(n_all) + ")");
-  if (x.cols() == 0) throw std::invalid_argument(std::string(where) + ": x must have at least one column");
+                                ") must not exceed the number of rows (" + std::to_string(n_all) +
+                                ")");
+  if (x.cols() == 0)
+    throw std::invalid_argument(std::string(where) + ": x must have at least one column");
   for (Eigen::Index r = 0; r < x.rows(); ++r)
     if (!x.row(r).allFinite())
-      throw std::invalid_argument(std::string(where) + ": x row " + std::to_string(r) + " holds NaN or Inf");
+      throw std::invalid_argument(std::string(where) + ": x row " + std::to_string(r) +
+                                  " holds NaN or Inf");
 
   std::mt19937_64 rng(params.seed);
   auto uniform_index = [&rng](std::size_t n) { return static_cast<std::size_t>(rng() % n); };
@@ -132,7 +135,8 @@ template <class T>
 
   const std::vector<Index> train_rows = sample_rows(n_all, params.max_points_per_centroid * k);
   Matrix<T> xs(static_cast<Eigen::Index>(train_rows.size()), x.cols());
-  for (std::size_t i = 0; i < train_rows.size(); ++i) xs.row(static_cast<Eigen::Index>(i)) = x.row(train_rows[i]);
+  for (std::size_t i = 0; i < train_rows.size(); ++i)
+    xs.row(static_cast<Eigen::Index>(i)) = x.row(train_rows[i]);
   const Eigen::Index n = xs.rows(), d = xs.cols();
   const Vector<T> xs_sq = xs.rowwise().squaredNorm();
 
@@ -142,16 +146,19 @@ template <class T>
     const std::vector<Index> init_rows =
         sample_rows(static_cast<std::size_t>(n), params.init_points_per_centroid * k);
     Matrix<T> xi(static_cast<Eigen::Index>(init_rows.size()), d);
-    for (std::size_t i = 0; i < init_rows.size(); ++i) xi.row(static_cast<Eigen::Index>(i)) = xs.row(init_rows[i]);
+    for (std::size_t i = 0; i < init_rows.size(); ++i)
+      xi.row(static_cast<Eigen::Index>(i)) = xs.row(init_rows[i]);
     if (params.spherical) normalize_rows(xi);
     const auto m = static_cast<std::size_t>(xi.rows());
     std::vector<double> d2(m, std::numeric_limits<double>::infinity());
     std::vector<T> dist(m);
     std::size_t pick = uniform_index(m);
     for (std::size_t c = 0; c < k; ++c) {
-      centroids.row(static_cast<Eigen::Index>(c)) = xi.row(static_cast<Eigen::Index>(pick)).template cast<double>();
-      one_to_many<T>(xi.row(static_cast<Eigen::Index>(pick)).data(), xi.data(), m, static_cast<std::size_t>(d),
-                     static_cast<std::size_t>(d), Metric::l2, dist.data());
+      centroids.row(static_cast<Eigen::Index>(c)) =
+          xi.row(static_cast<Eigen::Index>(pick)).template cast<double>();
+      one_to_many<T>(xi.row(static_cast<Eigen::Index>(pick)).data(), xi.data(), m,
+                     static_cast<std::size_t>(d), static_cast<std::size_t>(d), Metric::l2,
+                     dist.data());
       double total = 0;
       for (std::size_t i = 0; i < m; ++i) total += (d2[i] = std::min(d2[i], double(dist[i])));
       if (c + 1 == k) break;
@@ -197,7 +204,8 @@ template <class T>
     std::size_t next_far = 0;
     for (std::size_t j = 0; j < k; ++j) {
       if (counts[j] > 0) {
-        centroids.row(static_cast<Eigen::Index>(j)) = sums.row(static_cast<Eigen::Index>(j)) / double(counts[j]);
+        centroids.row(static_cast<Eigen::Index>(j)) =
+            sums.row(static_cast<Eigen::Index>(j)) / double(counts[j]);
         continue;
       }
       if (by_cost.empty()) {
@@ -208,7 +216,8 @@ template <class T>
         });
       }
       const std::size_t far = by_cost[std::min(next_far++, by_cost.size() - 1)];
-      centroids.row(static_cast<Eigen::Index>(j)) = xs.row(static_cast<Eigen::Index>(far)).template cast<double>();
+      centroids.row(static_cast<Eigen::Index>(j)) =
+          xs.row(static_cast<Eigen::Index>(far)).template cast<double>();
     }
     if (params.spherical) detail::normalize_centroids(centroids);
     c_t = centroids.cast<T>();
@@ -222,7 +231,8 @@ template <class T>
     Matrix<T> xa = x;
     const Vector<T> xa_sq = xa.rowwise().squaredNorm();
     std::vector<double> unused;
-    detail::assign_nearest(xa, xa_sq, result.centroids, params.spherical, result.assignment, unused);
+    detail::assign_nearest(xa, xa_sq, result.centroids, params.spherical, result.assignment,
+                           unused);
   }
   return result;
 }

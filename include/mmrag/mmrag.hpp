@@ -11,11 +11,11 @@
 // Layers, bottom up: similarity; losses (above similarity, never search); io; search (above
 // similarity, never losses); the multimodal layer (above search and the losses).
 #include "mmrag/config.hpp"
-#include "mmrag/similarity.hpp"
-#include "mmrag/losses.hpp"
-#include "mmrag/io.hpp"
-#include "mmrag/search_params.hpp"
 #include "mmrag/flat_index.hpp"
-#include "mmrag/kmeans.hpp"
+#include "mmrag/io.hpp"
 #include "mmrag/ivf_index.hpp"
+#include "mmrag/kmeans.hpp"
+#include "mmrag/losses.hpp"
 #include "mmrag/multimodal.hpp"
+#include "mmrag/search_params.hpp"
+#include "mmrag/similarity.hpp"

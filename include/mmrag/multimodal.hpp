@@ -39,11 +39,13 @@ class ModalityNames {
   /// Adds a modality and returns its tag; adding an existing name returns its tag.
   /// Throws std::invalid_argument on an empty name or when all 64 tags are taken.
   Modality add(const std::string& name) {
-    if (name.empty()) throw std::invalid_argument("mmrag::ModalityNames::add: name must not be empty");
+    if (name.empty())
+      throw std::invalid_argument("mmrag::ModalityNames::add: name must not be empty");
     for (std::size_t i = 0; i < names_.size(); ++i)
       if (names_[i] == name) return static_cast<Modality>(i);
     if (names_.size() > max_modality)
-      throw std::invalid_argument("mmrag::ModalityNames::add: all 64 modality tags are taken, cannot add '" + name + "'");
+      throw std::invalid_argument(
+          "mmrag::ModalityNames::add: all 64 modality tags are taken, cannot add '" + name + "'");
     names_.push_back(name);
     return static_cast<Modality>(names_.size() - 1);
   }
@@ -58,7 +60,8 @@ class ModalityNames {
   /// The name of tag `m`. Throws std::invalid_argument on a tag that has no name.
   [[nodiscard]] const std::string& name(Modality m) const {
     if (m >= names_.size())
-      throw std::invalid_argument("mmrag::ModalityNames::name: unknown modality tag " + std::to_string(m));
+      throw std::invalid_argument("mmrag::ModalityNames::name: unknown modality tag " +
+                                  std::to_string(m));
     return names_[m];
   }
 
@@ -91,25 +94,33 @@ struct Term {
 template <class T>
 [[nodiscard]] Matrix<T> compose(std::span<const Term<T>> terms) {
   constexpr const char* where = "mmrag::compose";
-  if (terms.empty()) throw std::invalid_argument(std::string(where) + ": the composition must have at least one term");
+  if (terms.empty())
+    throw std::invalid_argument(std::string(where) +
+                                ": the composition must have at least one term");
   const std::size_t d = terms[0].embedding.size();
   if (d == 0) throw std::invalid_argument(std::string(where) + ": embeddings must not be empty");
-  Eigen::Matrix<double, 1, Eigen::Dynamic> sum = Eigen::Matrix<double, 1, Eigen::Dynamic>::Zero(static_cast<Eigen::Index>(d));
+  Eigen::Matrix<double, 1, Eigen::Dynamic> sum =
+      Eigen::Matrix<double, 1, Eigen::Dynamic>::Zero(static_cast<Eigen::Index>(d));
   for (std::size_t i = 0; i < terms.size(); ++i) {
     const auto& t = terms[i];
     const std::string which = std::string(where) + ": term " + std::to_string(i);
     if (t.embedding.size() != d)
-      throw std::invalid_argument(which + " has size " + std::to_string(t.embedding.size()) + ", expected " + std::to_string(d));
-    if (!std::isfinite(double(t.weight))) throw std::invalid_argument(which + " has a non-finite weight");
-    const Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>> e(t.embedding.data(), static_cast<Eigen::Index>(d));
+      throw std::invalid_argument(which + " has size " + std::to_string(t.embedding.size()) +
+                                  ", expected " + std::to_string(d));
+    if (!std::isfinite(double(t.weight)))
+      throw std::invalid_argument(which + " has a non-finite weight");
+    const Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>> e(t.embedding.data(),
+                                                                  static_cast<Eigen::Index>(d));
     if (!e.allFinite()) throw std::invalid_argument(which + " holds NaN or Inf");
     const double n = e.template cast<double>().norm();
-    if (n == 0) throw std::invalid_argument(which + " is a zero vector (it has no direction to compose)");
+    if (n == 0)
+      throw std::invalid_argument(which + " is a zero vector (it has no direction to compose)");
     sum += (double(t.weight) / n) * e.template cast<double>();
   }
   const double n = sum.norm();
   if (!(n > 1e-12))
-    throw std::invalid_argument(std::string(where) + ": the weighted terms cancel to a zero vector");
+    throw std::invalid_argument(std::string(where) +
+                                ": the weighted terms cancel to a zero vector");
   return (sum / n).template cast<T>();
 }
 
@@ -139,15 +150,18 @@ struct HardNegatives {
   /// negatives. Score the candidates with your current model and pass `positive_columns()`.
   [[nodiscard]] Matrix<Index> candidates(std::span<const Index> positives) const {
     if (positives.size() != static_cast<std::size_t>(negatives.rows()))
-      throw std::invalid_argument("mmrag::HardNegatives::candidates: positives must have one id per anchor (" +
-                                  std::to_string(negatives.rows()) + "), got " + std::to_string(positives.size()));
+      throw std::invalid_argument(
+          "mmrag::HardNegatives::candidates: positives must have one id per anchor (" +
+          std::to_string(negatives.rows()) + "), got " + std::to_string(positives.size()));
     Matrix<Index> c(negatives.rows(), negatives.cols() + 1);
     for (Eigen::Index i = 0; i < c.rows(); ++i) c(i, 0) = positives[static_cast<std::size_t>(i)];
     c.rightCols(negatives.cols()) = negatives;
     return c;
   }
   /// The `positive` argument of `loss::info_nce` for `candidates`: every positive in column 0.
-  [[nodiscard]] std::vector<int> positive_columns() const { return std::vector<int>(static_cast<std::size_t>(negatives.rows()), 0); }
+  [[nodiscard]] std::vector<int> positive_columns() const {
+    return std::vector<int>(static_cast<std::size_t>(negatives.rows()), 0);
+  }
 };
 
 /// For each anchor (rows of `anchors`, n × d) with positive id positives[i], returns the
@@ -165,20 +179,22 @@ template <class SearchIndex>
   const Eigen::Index n = anchors.rows();
   const std::size_t m = options.negatives;
   if (positives.size() != static_cast<std::size_t>(n))
-    throw std::invalid_argument(std::string(where) + ": positives must have one id per anchor (" + std::to_string(n) +
-                                "), got " + std::to_string(positives.size()));
+    throw std::invalid_argument(std::string(where) + ": positives must have one id per anchor (" +
+                                std::to_string(n) + "), got " + std::to_string(positives.size()));
   if (m == 0) throw std::invalid_argument(std::string(where) + ": negatives must be > 0, got 0");
 
   const bool higher = higher_is_better(index.metric());
   HardNegatives<T> out{Matrix<Index>::Constant(n, static_cast<Eigen::Index>(m), -1),
                        Matrix<T>::Constant(n, static_cast<Eigen::Index>(m),
-                                           higher ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity())};
+                                           higher ? -std::numeric_limits<T>::infinity()
+                                                  : std::numeric_limits<T>::infinity())};
   std::vector<Eigen::Index> pending(static_cast<std::size_t>(n));
   for (Eigen::Index i = 0; i < n; ++i) pending[static_cast<std::size_t>(i)] = i;
   std::size_t k = std::min(m + 1, std::max<std::size_t>(index.size(), 1));
   while (!pending.empty()) {
     Matrix<T> q(static_cast<Eigen::Index>(pending.size()), anchors.cols());
-    for (std::size_t j = 0; j < pending.size(); ++j) q.row(static_cast<Eigen::Index>(j)) = anchors.row(pending[j]);
+    for (std::size_t j = 0; j < pending.size(); ++j)
+      q.row(static_cast<Eigen::Index>(j)) = anchors.row(pending[j]);
     const auto hits = index.search(q, k, options.search);
     std::vector<Eigen::Index> again;
     for (std::size_t j = 0; j < pending.size(); ++j) {
@@ -194,7 +210,8 @@ template <class SearchIndex>
         if (id == positives[static_cast<std::size_t>(a)]) continue;
         if (options.exclude && options.exclude(static_cast<std::size_t>(a), id)) continue;
         out.negatives(a, static_cast<Eigen::Index>(got)) = id;
-        out.scores(a, static_cast<Eigen::Index>(got)) = hits.scores(static_cast<Eigen::Index>(j), c);
+        out.scores(a, static_cast<Eigen::Index>(got)) =
+            hits.scores(static_cast<Eigen::Index>(j), c);
         ++got;
       }
       if (got < m && !exhausted && k < index.size()) again.push_back(a);

@@ -54,11 +54,14 @@ class ModalitySet {
   }
   ModalitySet& add(Modality m) {
     if (m > max_modality)
-      throw std::invalid_argument("mmrag::ModalitySet: modality must be <= 63, got " + std::to_string(m));
+      throw std::invalid_argument("mmrag::ModalitySet: modality must be <= 63, got " +
+                                  std::to_string(m));
     bits_ |= std::uint64_t(1) << m;
     return *this;
   }
-  [[nodiscard]] constexpr bool contains(Modality m) const noexcept { return (bits_ >> (m & 63)) & 1U; }
+  [[nodiscard]] constexpr bool contains(Modality m) const noexcept {
+    return (bits_ >> (m & 63)) & 1U;
+  }
   [[nodiscard]] constexpr bool is_all() const noexcept { return bits_ == ~std::uint64_t(0); }
   [[nodiscard]] constexpr std::uint64_t bits() const noexcept { return bits_; }
 
@@ -76,7 +79,8 @@ class IdSet {
     for (Index id : ids) insert(id);
   }
   void insert(Index id) {
-    if (id < 0) throw std::invalid_argument("mmrag::IdSet: ids must be >= 0, got " + std::to_string(id));
+    if (id < 0)
+      throw std::invalid_argument("mmrag::IdSet: ids must be >= 0, got " + std::to_string(id));
     const auto word = static_cast<std::size_t>(id >> 6);
     if (word >= words_.size()) words_.resize(word + 1, 0);
     words_[word] |= std::uint64_t(1) << (id & 63);
@@ -123,8 +127,9 @@ void check_finite_rows(const char* where, const char* what, const Eigen::MatrixB
 
 inline void check_dim(const char* where, const char* what, Eigen::Index got, std::size_t dim) {
   if (got != static_cast<Eigen::Index>(dim))
-    throw std::invalid_argument(std::string(where) + ": " + what + " must have " + std::to_string(dim) +
-                                " columns (the index dimension), got " + std::to_string(got));
+    throw std::invalid_argument(std::string(where) + ": " + what + " must have " +
+                                std::to_string(dim) + " columns (the index dimension), got " +
+                                std::to_string(got));
 }
 
 }  // namespace detail

@@ -75,9 +75,12 @@ template <class T>
 template <class T, class Arch = xsimd::default_arch>
 [[nodiscard]] inline T score(const T* a, const T* b, std::size_t n, Metric metric) noexcept {
   switch (metric) {
-    case Metric::inner_product: return dot<T, Arch>(a, b, n);
-    case Metric::cosine: return cosine<T, Arch>(a, b, n);
-    case Metric::l2: return l2_squared<T, Arch>(a, b, n);
+    case Metric::inner_product:
+      return dot<T, Arch>(a, b, n);
+    case Metric::cosine:
+      return cosine<T, Arch>(a, b, n);
+    case Metric::l2:
+      return l2_squared<T, Arch>(a, b, n);
   }
   return T(0);
 }

@@ -21,7 +21,8 @@ static void try_parse(const std::vector<char>& bytes) {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  const std::vector<char> bytes(reinterpret_cast<const char*>(data), reinterpret_cast<const char*>(data) + size);
+  const std::vector<char> bytes(reinterpret_cast<const char*>(data),
+                                reinterpret_cast<const char*>(data) + size);
   try_parse<float>(bytes);
   try_parse<double>(bytes);
   return 0;

@@ -7,7 +7,8 @@
 #include "mmrag/io.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  const std::vector<char> bytes(reinterpret_cast<const char*>(data), reinterpret_cast<const char*>(data) + size);
+  const std::vector<char> bytes(reinterpret_cast<const char*>(data),
+                                reinterpret_cast<const char*>(data) + size);
   try {
     (void)mmrag::io::parse_fvecs(bytes);
   } catch (const std::runtime_error&) {

@@ -27,7 +27,8 @@ int main(int argc, char** argv) {
   ids << 1, 2, 3, 4;
   mmrag::io::write_npy(root / "npy" / "i8.npy", ids);
   mmrag::io::write_fvecs(root / "vecs" / "a.fvecs", x);
-  mmrag::io::write_ivecs(root / "vecs" / "a.ivecs", mmrag::Matrix<std::int32_t>(x.cast<std::int32_t>()));
+  mmrag::io::write_ivecs(root / "vecs" / "a.ivecs",
+                         mmrag::Matrix<std::int32_t>(x.cast<std::int32_t>()));
   std::ofstream idx(root / "vecs" / "labels.idx", std::ios::binary);
   idx.write("\x00\x00\x08\x01\x00\x00\x00\x03\x01\x02\x03", 11);
   return 0;

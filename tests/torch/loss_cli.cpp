@@ -17,7 +17,9 @@ using namespace mmrag;
 using M = Matrix<double>;
 
 namespace {
-void write_scalar(const std::string& path, double v) { io::write_npy(path, M(M::Constant(1, 1, v))); }
+void write_scalar(const std::string& path, double v) {
+  io::write_npy(path, M(M::Constant(1, 1, v)));
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -36,10 +38,14 @@ int main(int argc, char** argv) {
 
   loss::PairLoss<double> r;
   if (name == "in_batch_info_nce") {
-    r = loss::in_batch_info_nce(a, b, {.temperature = opt["tau"], .normalize = opt["normalize"] != 0,
-                                       .symmetric = opt["symmetric"] != 0, .reduction = red});
+    r = loss::in_batch_info_nce(a, b,
+                                {.temperature = opt["tau"],
+                                 .normalize = opt["normalize"] != 0,
+                                 .symmetric = opt["symmetric"] != 0,
+                                 .reduction = red});
   } else if (name == "sigmoid_pairwise") {
-    r = loss::sigmoid_pairwise(a, b, {.temperature = opt["tau"], .bias = opt["bias"], .normalize = opt["normalize"] != 0});
+    r = loss::sigmoid_pairwise(
+        a, b, {.temperature = opt["tau"], .bias = opt["bias"], .normalize = opt["normalize"] != 0});
   } else if (name == "contrastive") {
     std::vector<int> same;
     for (Eigen::Index i = 0; i < a.rows(); ++i) same.push_back(int(i % 2));

@@ -25,9 +25,9 @@ namespace mmrag::detail {
 /// A contiguous block of stored vectors with their ids, squared norms and modality tags.
 template <class T>
 struct Block {
-  const T* vectors = nullptr;   ///< rows × dim, row-major
-  const Index* ids = nullptr;   ///< rows
-  const T* sq_norms = nullptr;  ///< rows (l2 only; may be null otherwise)
+  const T* vectors = nullptr;          ///< rows × dim, row-major
+  const Index* ids = nullptr;          ///< rows
+  const T* sq_norms = nullptr;         ///< rows (l2 only; may be null otherwise)
   const Modality* modality = nullptr;  ///< rows
   std::size_t rows = 0;
   std::size_t dim = 0;
@@ -72,14 +72,15 @@ inline void select(const T* scores, const Block<T>& b, const Filter& f, bool hig
 /// and query pre-normalized), or for l2 ||q||² + ||x||² - 2 q·x from the stored norms, which
 /// reads each stored vector once with one FMA per element; `finish` rescores the kept ones.
 template <class T>
-void scan_simd(const T* query, T sq_query, std::size_t dim, const Block<T>& b, Metric metric, const Filter& f,
-               TopK<T>& top, std::vector<T>& scratch) {
+void scan_simd(const T* query, T sq_query, std::size_t dim, const Block<T>& b, Metric metric,
+               const Filter& f, TopK<T>& top, std::vector<T>& scratch) {
   if (b.rows == 0) return;
   scratch.resize(b.rows);
   T* s = scratch.data();
   dot_many_kernel<T>(query, b.vectors, b.rows, dim, dim, s);
   if (metric == Metric::l2)
-    for (std::size_t j = 0; j < b.rows; ++j) s[j] = std::max(T(0), sq_query + b.sq_norms[j] - T(2) * s[j]);
+    for (std::size_t j = 0; j < b.rows; ++j)
+      s[j] = std::max(T(0), sq_query + b.sq_norms[j] - T(2) * s[j]);
   const bool higher = metric != Metric::l2;
   if (f.is_trivial())
     select<T, false>(s, b, f, higher, top);
@@ -106,7 +107,8 @@ void scan_gemm(const T* queries, std::size_t nq, std::size_t dim, const Block<T>
     if (metric == Metric::l2) {
       using Arr = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
       Arr r(row, static_cast<Eigen::Index>(b.rows));
-      const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> xn(b.sq_norms, static_cast<Eigen::Index>(b.rows));
+      const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> xn(
+          b.sq_norms, static_cast<Eigen::Index>(b.rows));
       r = (sq_queries[i] + xn - T(2) * r).max(T(0));
     }
     if (trivial)
@@ -121,11 +123,12 @@ void scan_gemm(const T* queries, std::size_t nq, std::size_t dim, const Block<T>
 /// SIMD distance: ||q||² + ||x||² - 2 q·x loses digits to cancellation when the distance is
 /// small next to the norms, and those are exactly the results a caller looks at.
 template <class T>
-void finish(TopK<T>* tops, std::size_t nq, Eigen::Index first, Hits<T>& hits, const T* queries = nullptr,
-            std::size_t dim = 0) {
+void finish(TopK<T>* tops, std::size_t nq, Eigen::Index first, Hits<T>& hits,
+            const T* queries = nullptr, std::size_t dim = 0) {
   for (std::size_t i = 0; i < nq; ++i) {
     if (queries != nullptr)
-      for (auto& c : tops[i].items()) c.score = l2_squared_kernel<T>(queries + i * dim, c.vector, dim);
+      for (auto& c : tops[i].items())
+        c.score = l2_squared_kernel<T>(queries + i * dim, c.vector, dim);
     const Eigen::Index r = first + static_cast<Eigen::Index>(i);
     tops[i].finish(hits.ids.row(r).data(), hits.scores.row(r).data());
   }
@@ -145,7 +148,8 @@ struct Compacted {
 /// unfiltered one instead of scoring everything and discarding most of it.
 template <class T>
 Block<T> compact(const Block<T>& b, const Filter& f, Compacted<T>& out) {
-  out.vectors.clear(), out.sq_norms.clear(), out.ids.clear(), out.modality.clear(), out.source.clear();
+  out.vectors.clear(), out.sq_norms.clear(), out.ids.clear(), out.modality.clear(),
+      out.source.clear();
   for (std::size_t j = 0; j < b.rows; ++j) {
     if (!allowed(b, j, f)) continue;
     out.vectors.insert(out.vectors.end(), b.vectors + j * b.dim, b.vectors + (j + 1) * b.dim);
@@ -154,8 +158,8 @@ Block<T> compact(const Block<T>& b, const Filter& f, Compacted<T>& out) {
     out.modality.push_back(b.modality[j]);
     out.source.push_back(b.source ? b.source[j] : b.vectors + j * b.dim);
   }
-  return {out.vectors.data(), out.ids.data(), out.sq_norms.data(), out.modality.data(), out.ids.size(), b.dim,
-          out.source.data()};
+  return {out.vectors.data(), out.ids.data(), out.sq_norms.data(), out.modality.data(),
+          out.ids.size(),     b.dim,          out.source.data()};
 }
 
 }  // namespace mmrag::detail

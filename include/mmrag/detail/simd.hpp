@@ -25,11 +25,13 @@ inline T reduce_add(const xsimd::batch<T, Arch>& v) noexcept {
   if constexpr (std::is_base_of_v<xsimd::avx512f, Arch>) {
     if constexpr (std::is_same_v<T, float>) {
       const __m512 hi = _mm512_shuffle_f32x4(v, v, 0xEE);
-      return xsimd::hadd(xsimd::batch<float, xsimd::avx2>(_mm512_castps512_ps256(_mm512_add_ps(v, hi))));
+      return xsimd::hadd(
+          xsimd::batch<float, xsimd::avx2>(_mm512_castps512_ps256(_mm512_add_ps(v, hi))));
     }
     if constexpr (std::is_same_v<T, double>) {
       const __m512d hi = _mm512_shuffle_f64x2(v, v, 0xEE);
-      return xsimd::hadd(xsimd::batch<double, xsimd::avx2>(_mm512_castpd512_pd256(_mm512_add_pd(v, hi))));
+      return xsimd::hadd(
+          xsimd::batch<double, xsimd::avx2>(_mm512_castpd512_pd256(_mm512_add_pd(v, hi))));
     }
   }
 #endif
@@ -49,7 +51,8 @@ inline T dot_kernel(const T* a, const T* b, std::size_t n) noexcept {
     acc2 = xsimd::fma(B::load_unaligned(a + i + 2 * W), B::load_unaligned(b + i + 2 * W), acc2);
     acc3 = xsimd::fma(B::load_unaligned(a + i + 3 * W), B::load_unaligned(b + i + 3 * W), acc3);
   }
-  for (; i + W <= n; i += W) acc0 = xsimd::fma(B::load_unaligned(a + i), B::load_unaligned(b + i), acc0);
+  for (; i + W <= n; i += W)
+    acc0 = xsimd::fma(B::load_unaligned(a + i), B::load_unaligned(b + i), acc0);
   T s = reduce_add((acc0 + acc1) + (acc2 + acc3));
   for (; i < n; ++i) s += a[i] * b[i];
   return s;

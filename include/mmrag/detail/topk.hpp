@@ -25,7 +25,9 @@ struct Candidate {
 template <class T>
 class TopK {
  public:
-  TopK(std::size_t k, bool higher_is_better) : k_(k), higher_(higher_is_better) { heap_.reserve(k); }
+  TopK(std::size_t k, bool higher_is_better) : k_(k), higher_(higher_is_better) {
+    heap_.reserve(k);
+  }
 
   /// True when `a` ranks before `b`.
   [[nodiscard]] bool better(const Candidate<T>& a, const Candidate<T>& b) const noexcept {
@@ -35,7 +37,8 @@ class TopK {
 
   /// The score a candidate must beat (or tie with a smaller id) to enter; ±inf until full.
   [[nodiscard]] T threshold() const noexcept {
-    if (heap_.size() < k_) return higher_ ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
+    if (heap_.size() < k_)
+      return higher_ ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
     return heap_.front().score;
   }
 
@@ -47,7 +50,9 @@ class TopK {
 
   void push(T score, Index id, const T* vector = nullptr) {
     const Candidate<T> c{score, id, vector};
-    auto worse_first = [this](const Candidate<T>& a, const Candidate<T>& b) { return better(a, b); };
+    auto worse_first = [this](const Candidate<T>& a, const Candidate<T>& b) {
+      return better(a, b);
+    };
     if (heap_.size() < k_) {
       heap_.push_back(c);
       std::push_heap(heap_.begin(), heap_.end(), worse_first);
@@ -63,8 +68,10 @@ class TopK {
   /// Writes the kept candidates best first into ids/scores (k slots each), padding missing
   /// slots with id -1 and score -inf (similarity) or +inf (distance). Empties the heap.
   void finish(Index* ids, T* scores) {
-    std::sort(heap_.begin(), heap_.end(), [this](const Candidate<T>& a, const Candidate<T>& b) { return better(a, b); });
-    const T pad = higher_ ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
+    std::sort(heap_.begin(), heap_.end(),
+              [this](const Candidate<T>& a, const Candidate<T>& b) { return better(a, b); });
+    const T pad =
+        higher_ ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
     for (std::size_t i = 0; i < k_; ++i) {
       ids[i] = i < heap_.size() ? heap_[i].id : Index(-1);
       scores[i] = i < heap_.size() ? heap_[i].score : pad;

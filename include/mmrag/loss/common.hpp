@@ -74,7 +74,8 @@ inline std::string num(double v) {
 
 /// Checks that a (B × d) and b (B × d) describe a non-empty batch of pairs.
 template <class DA, class DB>
-void check_pairs(const char* where, const Eigen::MatrixBase<DA>& a, const Eigen::MatrixBase<DB>& b) {
+void check_pairs(const char* where, const Eigen::MatrixBase<DA>& a,
+                 const Eigen::MatrixBase<DB>& b) {
   if (a.rows() != b.rows() || a.cols() != b.cols())
     throw std::invalid_argument(std::string(where) + ": a and b must have the same shape, got " +
                                 std::to_string(a.rows()) + "x" + std::to_string(a.cols()) +

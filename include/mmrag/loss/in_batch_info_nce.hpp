@@ -56,7 +56,8 @@ struct ColumnLse {
       const Eigen::Index w = std::min(chunk, m - c0);
       auto mx = max.segment(c0, w).array();
       auto sm = sum.segment(c0, w).array();
-      const auto new_max = mx.max(z.middleCols(c0, w).colwise().maxCoeff().transpose().array()).eval();
+      const auto new_max =
+          mx.max(z.middleCols(c0, w).colwise().maxCoeff().transpose().array()).eval();
       sm *= (mx - new_max).exp();  // -inf - finite = -inf: an empty state contributes 0
       mx = new_max;
       for (Eigen::Index r = 0; r < z.rows(); ++r)
@@ -116,8 +117,7 @@ template <class DA, class DB>
   detail::ColumnLse<T> columns(n);
   Matrix<T> z_direct;  // the whole logit matrix on the direct path, reused by the backward pass
   double diag_sum = 0;
-  MMRAG_OMP(parallel if (!direct && n * n > mmrag::detail::kParallelWork) reduction(+ : diag_sum))
-  {
+  MMRAG_OMP(parallel if (!direct && n * n > mmrag::detail::kParallelWork) reduction(+ : diag_sum)) {
     detail::ColumnLse<T> local(n);
     Matrix<T> z_tile;
     MMRAG_OMP(for schedule(dynamic))
@@ -148,8 +148,7 @@ template <class DA, class DB>
   Matrix<T> grad_xa(n, a.cols()), grad_xb = Matrix<T>::Zero(n, a.cols());
   double dz_dot_z = 0;  // sum_ij G_ij z_ij, for d value / d log tau = -sum G ∘ z
   const T diag_weight = scale + col_weight;
-  MMRAG_OMP(parallel if (!direct && n * n > mmrag::detail::kParallelWork) reduction(+ : dz_dot_z))
-  {
+  MMRAG_OMP(parallel if (!direct && n * n > mmrag::detail::kParallelWork) reduction(+ : dz_dot_z)) {
     Matrix<T> z_tile, grad_xb_local = Matrix<T>::Zero(direct ? 0 : n, a.cols());
     MMRAG_OMP(for schedule(dynamic))
     for (Eigen::Index t = 0; t < tiles; ++t) {

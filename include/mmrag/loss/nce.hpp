@@ -12,9 +12,10 @@ namespace mmrag::loss {
 template <class T>
 [[nodiscard]] Vector<T> nce_logits(const Vector<T>& log_p_model, const Vector<T>& log_q, double k) {
   if (log_p_model.size() != log_q.size())
-    throw std::invalid_argument("mmrag::loss::nce_logits: log_p_model and log_q must have the "
-                                "same size, got " + std::to_string(log_p_model.size()) + " and " +
-                                std::to_string(log_q.size()));
+    throw std::invalid_argument(
+        "mmrag::loss::nce_logits: log_p_model and log_q must have the "
+        "same size, got " +
+        std::to_string(log_p_model.size()) + " and " + std::to_string(log_q.size()));
   if (!(k > 0) || !std::isfinite(k))
     throw std::invalid_argument("mmrag::loss::nce_logits: k must be finite and > 0, got " +
                                 detail::num(k));
@@ -28,7 +29,8 @@ template <class T>
 template <class T>
 [[nodiscard]] NceLoss<T> nce(const Vector<T>& data_logits, const Vector<T>& noise_logits) {
   if (data_logits.size() == 0)
-    throw std::invalid_argument("mmrag::loss::nce: data_logits must hold at least one logit, got 0");
+    throw std::invalid_argument(
+        "mmrag::loss::nce: data_logits must hold at least one logit, got 0");
   const T inv_n = T(1) / T(data_logits.size());
   NceLoss<T> out{T(0), Vector<T>(data_logits.size()), Vector<T>(noise_logits.size())};
   double total = 0;
