@@ -25,7 +25,11 @@ TEST_CASE("ModalityNames: built-ins, user modalities, unknown names") {
                        std::invalid_argument);
   CHECK_THROWS_AS((void)names.name(60), std::invalid_argument);
   CHECK_THROWS_AS(names.add(""), std::invalid_argument);
-  for (int i = 0; i < 59; ++i) names.add("m" + std::to_string(i));
+  for (int i = 0; i < 59; ++i) {
+    std::string name = "m";  // (not "m" + ...: GCC 12 warns falsely, -Wrestrict)
+    name += std::to_string(i);
+    names.add(name);
+  }
   CHECK(names.size() == 64);
   CHECK_THROWS_WITH_AS(names.add("one-too-many"), doctest::Contains("64"), std::invalid_argument);
   CHECK(names.size() == 64);

@@ -52,8 +52,9 @@ inline void write_all(const std::filesystem::path& path, const std::vector<char>
 
 template <class V>
 void append(std::vector<char>& out, const V& v) {
-  const char* p = reinterpret_cast<const char*>(&v);
-  out.insert(out.end(), p, p + sizeof(V));
+  const std::size_t at = out.size();
+  out.resize(at + sizeof(V));
+  std::memcpy(out.data() + at, &v, sizeof(V));
 }
 
 /// A bounds-checked reader over a byte buffer.
