@@ -128,18 +128,7 @@ BENCHMARK(BM_flat_single)
 
 void BM_streaming_read(benchmark::State& state) {
   const Matrix<float>& base = base_1m();
-  using B = xsimd::batch<float>;
-  for (auto _ : state) {
-    B a0(0.f), a1(0.f), a2(0.f), a3(0.f);
-    const float* p = base.data();
-    for (std::size_t i = 0; i + 4 * B::size <= std::size_t(base.size()); i += 4 * B::size) {
-      a0 += B::load_unaligned(p + i);
-      a1 += B::load_unaligned(p + i + B::size);
-      a2 += B::load_unaligned(p + i + 2 * B::size);
-      a3 += B::load_unaligned(p + i + 3 * B::size);
-    }
-    benchmark::DoNotOptimize(detail::reduce_add((a0 + a1) + (a2 + a3)));
-  }
+  for (auto _ : state) benchmark::DoNotOptimize(bench::streaming_read(base));
   state.SetBytesProcessed(state.iterations() * base.size() * 4);
   state.SetLabel("baseline: plain streaming read");
 }

@@ -5,34 +5,15 @@
 #include <fstream>
 #include <random>
 
+#include "files.hpp"
 #include "helpers.hpp"
 #include "mmrag/io.hpp"
 
 using namespace mmrag;
 namespace fs = std::filesystem;
-
-namespace {
-struct TempFile {
-  fs::path path;
-  explicit TempFile(const std::string& name)
-      : path(fs::temp_directory_path() / ("mmrag_io_" + std::to_string(::getpid()) + "_" + name)) {}
-  ~TempFile() {
-    std::error_code ec;
-    fs::remove(path, ec);
-  }
-};
-std::vector<char> slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-void spit(const fs::path& p, const std::vector<char>& b) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out.write(b.data(), static_cast<std::streamsize>(b.size()));
-}
-void spit(const fs::path& p, const std::string& s) {
-  spit(p, std::vector<char>(s.begin(), s.end()));
-}
-}  // namespace
+using test::slurp;
+using test::spit;
+using test::TempFile;
 
 TEST_CASE("fvecs / ivecs round trip and reject malformed files") {
   TempFile f("a.fvecs"), g("a.ivecs"), bad("bad.fvecs");

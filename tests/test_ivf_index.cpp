@@ -9,11 +9,15 @@
 #include <random>
 
 #include "brute_force.hpp"
+#include "files.hpp"
 #include "helpers.hpp"
 #include "mmrag/ivf_index.hpp"
 
 using namespace mmrag;
 namespace fs = std::filesystem;
+using test::slurp;
+using test::spit;
+using test::TempFile;
 
 namespace {
 template <class T>
@@ -22,25 +26,6 @@ double tolerance() {
 }
 
 // A scratch file removed at the end of the test.
-struct TempFile {
-  fs::path path;
-  explicit TempFile(const std::string& name)
-      : path(fs::temp_directory_path() /
-             ("mmrag_test_" + std::to_string(::getpid()) + "_" + name)) {}
-  ~TempFile() {
-    std::error_code ec;
-    fs::remove(path, ec);
-  }
-};
-
-std::vector<char> slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-void spit(const fs::path& p, const std::vector<char>& b) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out.write(b.data(), static_cast<std::streamsize>(b.size()));
-}
 
 template <class T>
 Matrix<T> clustered(Eigen::Index n, Eigen::Index centers, Eigen::Index d, std::uint64_t seed) {

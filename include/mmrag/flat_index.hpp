@@ -41,20 +41,8 @@ class FlatIndex {
   void add(const Eigen::Ref<const Matrix<T>>& vectors, std::span<const Index> ids = {},
            std::span<const Modality> modalities = {}) {
     constexpr const char* where = "mmrag::FlatIndex::add";
-    detail::check_dim(where, "vectors", vectors.cols(), dim_);
+    detail::check_add<T>(where, vectors, dim_, ids, modalities);
     const auto n = static_cast<std::size_t>(vectors.rows());
-    if (!ids.empty() && ids.size() != n)
-      throw std::invalid_argument(std::string(where) + ": ids must have one id per row (" +
-                                  std::to_string(n) + "), got " + std::to_string(ids.size()));
-    if (!modalities.empty() && modalities.size() != n)
-      throw std::invalid_argument(std::string(where) + ": modalities must have one tag per row (" +
-                                  std::to_string(n) + "), got " +
-                                  std::to_string(modalities.size()));
-    for (Modality m : modalities)
-      if (m > max_modality)
-        throw std::invalid_argument(std::string(where) + ": modality must be <= 63, got " +
-                                    std::to_string(m));
-    detail::check_finite_rows(where, "vectors", vectors);
 
     // Reserve everything first: after this nothing below can throw, so a failure leaves the
     // index as it was.

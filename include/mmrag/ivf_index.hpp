@@ -84,20 +84,8 @@ class IvfIndex {
     constexpr const char* where = "mmrag::IvfIndex::add";
     if (!is_trained())
       throw std::invalid_argument(std::string(where) + ": the index must be trained before add");
-    detail::check_dim(where, "vectors", vectors.cols(), dim_);
+    detail::check_add<T>(where, vectors, dim_, ids, modalities);
     const auto n = static_cast<std::size_t>(vectors.rows());
-    if (!ids.empty() && ids.size() != n)
-      throw std::invalid_argument(std::string(where) + ": ids must have one id per row (" +
-                                  std::to_string(n) + "), got " + std::to_string(ids.size()));
-    if (!modalities.empty() && modalities.size() != n)
-      throw std::invalid_argument(std::string(where) + ": modalities must have one tag per row (" +
-                                  std::to_string(n) + "), got " +
-                                  std::to_string(modalities.size()));
-    for (Modality m : modalities)
-      if (m > max_modality)
-        throw std::invalid_argument(std::string(where) + ": modality must be <= 63, got " +
-                                    std::to_string(m));
-    detail::check_finite_rows(where, "vectors", vectors);
 
     Matrix<T> x = vectors;
     if (metric_ == Metric::cosine) normalize_rows(x);

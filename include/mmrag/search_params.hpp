@@ -132,5 +132,25 @@ inline void check_dim(const char* where, const char* what, Eigen::Index got, std
                                 std::to_string(got));
 }
 
+/// The checks every index's add() makes before touching anything: column count, one id and
+/// one modality tag (<= 63) per row when given, no NaN or Inf.
+template <class T>
+void check_add(const char* where, const Eigen::Ref<const Matrix<T>>& vectors, std::size_t dim,
+               std::span<const Index> ids, std::span<const Modality> modalities) {
+  check_dim(where, "vectors", vectors.cols(), dim);
+  const auto n = static_cast<std::size_t>(vectors.rows());
+  if (!ids.empty() && ids.size() != n)
+    throw std::invalid_argument(std::string(where) + ": ids must have one id per row (" +
+                                std::to_string(n) + "), got " + std::to_string(ids.size()));
+  if (!modalities.empty() && modalities.size() != n)
+    throw std::invalid_argument(std::string(where) + ": modalities must have one tag per row (" +
+                                std::to_string(n) + "), got " + std::to_string(modalities.size()));
+  for (Modality m : modalities)
+    if (m > max_modality)
+      throw std::invalid_argument(std::string(where) + ": modality must be <= 63, got " +
+                                  std::to_string(m));
+  check_finite_rows(where, "vectors", vectors);
+}
+
 }  // namespace detail
 }  // namespace mmrag

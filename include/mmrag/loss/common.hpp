@@ -124,5 +124,19 @@ struct Embeddings {
   }
 };
 
+/// The last step every pair loss shares: g_x = d value / d x (x = a or b after normalization)
+/// still lacks the 1/tau of z = x_a x_bᵀ / tau; scale, backprop through the normalization, and
+/// move into `out`.
+template <class T>
+void finish_pair_gradients(Matrix<T>& grad_xa, Matrix<T>& grad_xb, T inv_tau,
+                           const Embeddings<T>& ea, const Embeddings<T>& eb, PairLoss<T>& out) {
+  grad_xa *= inv_tau;
+  grad_xb *= inv_tau;
+  ea.backward(grad_xa);
+  eb.backward(grad_xb);
+  out.grad_a = std::move(grad_xa);
+  out.grad_b = std::move(grad_xb);
+}
+
 }  // namespace detail
 }  // namespace mmrag::loss

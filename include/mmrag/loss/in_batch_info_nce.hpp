@@ -179,12 +179,7 @@ template <class DA, class DB>
     }
   }
   // z = x_a x_bᵀ / tau, so dz/dx_a = x_b / tau and dz/dx_b = x_a / tau.
-  grad_xa *= inv_tau;
-  grad_xb *= inv_tau;
-  ea.backward(grad_xa);
-  eb.backward(grad_xb);
-  out.grad_a = std::move(grad_xa);
-  out.grad_b = std::move(grad_xb);
+  detail::finish_pair_gradients(grad_xa, grad_xb, inv_tau, ea, eb, out);
   // z = s e^{-log tau}: dz/d log tau = -z.
   out.grad_log_temperature = static_cast<T>(-dz_dot_z);
   return out;

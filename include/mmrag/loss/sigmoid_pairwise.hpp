@@ -91,14 +91,9 @@ template <class DA, class DB>
       grad_xb += grad_xb_local;
     }
   }
-  grad_xa *= inv_tau;
-  grad_xb *= inv_tau;
-  ea.backward(grad_xa);
-  eb.backward(grad_xb);
   PairLoss<T> out;
   out.value = static_cast<T>(total * double(scale));
-  out.grad_a = std::move(grad_xa);
-  out.grad_b = std::move(grad_xb);
+  detail::finish_pair_gradients(grad_xa, grad_xb, inv_tau, ea, eb, out);
   out.grad_bias = static_cast<T>(g_sum);
   // z = s e^{-log tau} + bias: dz/d log tau = -s / tau.
   out.grad_log_temperature = static_cast<T>(-g_dot_s);
