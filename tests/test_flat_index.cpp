@@ -140,3 +140,43 @@ TEST_CASE_TEMPLATE("FlatIndex: bad input throws and leaves the index unchanged",
   const auto hits = index.search(Matrix<T>::Ones(1, 3), 3);
   CHECK(hits.found(0) == 2);
 }
+
+TEST_CASE_TEMPLATE("FlatIndex: save / load keeps vectors, ids and modality tags; bad files throw",
+                   T, float, double) {
+  const Matrix<T> base = test::random_matrix<T>(300, 7, 3);
+  std::vector<Index> ids(300);
+  std::vector<Modality> mods(300);
+  for (std::size_t i = 0; i < 300; ++i) ids[i] = Index(5 * i), mods[i] = Modality(i % 5);
+  for (Metric m : {Metric::inner_product, Metric::cosine, Metric::l2}) {
+    FlatIndex<T> index(7, m);
+    index.add(base, ids, mods);
+    const auto bytes = index.serialize();
+    const FlatIndex<T> back = FlatIndex<T>::parse(bytes);
+    CHECK(back.size() == 300);
+    CHECK(back.metric() == m);
+    CHECK(back.serialize() == bytes);
+    const SearchParams p{.filter = {.modalities = ModalitySet{2, 3}}};
+    const auto a = index.search(base.topRows(20), 6, p), b = back.search(base.topRows(20), 6, p);
+    CHECK(a.ids == b.ids);
+    CHECK(a.scores == b.scores);
+  }
+  FlatIndex<T> empty(9, Metric::l2);
+  CHECK(FlatIndex<T>::parse(empty.serialize()).dim() == 9);
+
+  FlatIndex<T> index(7, Metric::l2);
+  index.add(base.topRows(10));
+  const auto bytes = index.serialize();
+  for (std::size_t cut = 0; cut < bytes.size(); cut += 7)
+    CHECK_THROWS_AS((void)FlatIndex<T>::parse(
+                        std::vector<char>(bytes.begin(), bytes.begin() + std::ptrdiff_t(cut))),
+                    std::runtime_error);
+  for (std::size_t at = 0; at < bytes.size(); at += 11) {
+    std::vector<char> flipped = bytes;
+    flipped[at] = char(flipped[at] ^ 0x04);
+    CHECK_THROWS_AS((void)FlatIndex<T>::parse(flipped), std::runtime_error);
+  }
+  using Other = std::conditional_t<std::is_same_v<T, float>, double, float>;
+  CHECK_THROWS_WITH_AS((void)FlatIndex<Other>::parse(bytes), doctest::Contains("scalar type"),
+                       std::runtime_error);
+  CHECK_THROWS_AS((void)FlatIndex<T>::load("/nonexistent/flat.idx"), std::runtime_error);
+}

@@ -2,10 +2,14 @@
 /// @file flat_index.hpp
 /// Exact (brute-force) top-k search over stored embeddings, as FAISS's IndexFlat.
 ///
+/// Persistence: `save` / `load` (and `serialize` / `parse` for memory), with modality tags.
+///
 /// Thread safety: `search` is const and keeps no state: any number of threads may search one
 /// index at once. `add` and `clear` are not: never call them while another thread searches.
 
 #include <algorithm>
+#include <cstring>
+#include <filesystem>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -16,6 +20,7 @@
 #include "mmrag/config.hpp"
 #include "mmrag/detail/scan.hpp"
 #include "mmrag/detail/topk.hpp"
+#include "mmrag/io.hpp"
 #include "mmrag/search_params.hpp"
 #include "mmrag/similarity.hpp"
 
@@ -129,6 +134,98 @@ class FlatIndex {
     return hits;
   }
 
+  // ---- persistence --------------------------------------------------------------------------
+  //
+  // File format, version 1, little-endian:
+  //   "MMRAGFLT"  u32 version  u32 scalar (1 = float32, 2 = float64)  u32 metric  u32 0
+  //   u64 dim  u64 size  then size × i64 ids, size × u8 modality, size × dim scalars
+  //   u64 checksum (io::detail::checksum over every byte before it).
+
+  /// The bytes `save` writes.
+  [[nodiscard]] std::vector<char> serialize() const {
+    std::vector<char> out(kMagic, kMagic + 8);
+    io::detail::append(out, kVersion);
+    io::detail::append(out, std::uint32_t(sizeof(T) == 4 ? 1 : 2));
+    io::detail::append(out, static_cast<std::uint32_t>(metric_));
+    io::detail::append(out, std::uint32_t(0));
+    io::detail::append(out, static_cast<std::uint64_t>(dim_));
+    io::detail::append(out, static_cast<std::uint64_t>(size()));
+    auto raw = [&out](const void* p, std::size_t n) {
+      out.insert(out.end(), static_cast<const char*>(p), static_cast<const char*>(p) + n);
+    };
+    raw(ids_.data(), sizeof(Index) * ids_.size());
+    raw(modality_.data(), modality_.size());
+    raw(data_.data(), sizeof(T) * data_.size());
+    io::detail::append(out, io::detail::checksum(out.data(), out.size()));
+    return out;
+  }
+
+  /// Writes the index to `path`. Throws std::runtime_error when the file cannot be written.
+  void save(const std::filesystem::path& path) const { io::detail::write_all(path, serialize()); }
+
+  /// Reads an index written by `save`; see `parse`.
+  [[nodiscard]] static FlatIndex load(const std::filesystem::path& path) {
+    return parse(io::detail::read_all(path), path);
+  }
+
+  /// Rebuilds an index from `serialize` bytes. Verifies the checksum first, then the magic,
+  /// version, scalar type (must be T's), metric, sizes against the byte count, modality tags
+  /// and finiteness; throws std::runtime_error naming `path` and the offset otherwise.
+  [[nodiscard]] static FlatIndex parse(const std::vector<char>& bytes,
+                                       const std::filesystem::path& path = "<memory>") {
+    io::detail::Cursor c(bytes, path);
+    char magic[8];
+    c.copy_to(magic, 8, "magic");
+    if (std::memcmp(magic, kMagic, 8) != 0)
+      io::detail::fail(path, 0, "not an mmrag flat index file (bad magic)");
+    std::uint64_t stored;
+    if (bytes.size() < 16) io::detail::fail(path, bytes.size(), "truncated: no checksum");
+    std::memcpy(&stored, bytes.data() + bytes.size() - 8, 8);
+    if (stored != io::detail::checksum(bytes.data(), bytes.size() - 8))
+      io::detail::fail(path, bytes.size() - 8,
+                       "checksum mismatch: the file is corrupt or truncated");
+    const auto version = c.get<std::uint32_t>("version");
+    if (version != kVersion)
+      io::detail::fail(path, 8, "unsupported version " + std::to_string(version));
+    const auto scalar = c.get<std::uint32_t>("scalar type");
+    if (scalar != (sizeof(T) == 4 ? 1U : 2U))
+      io::detail::fail(path, 12,
+                       "scalar type " + std::to_string(scalar) + " does not match this FlatIndex<" +
+                           (sizeof(T) == 4 ? "float" : "double") + ">");
+    const auto metric = c.get<std::uint32_t>("metric");
+    if (metric > 2) io::detail::fail(path, 16, "unknown metric " + std::to_string(metric));
+    (void)c.get<std::uint32_t>("reserved");
+    const auto dim = c.get<std::uint64_t>("dim");
+    const auto n = c.get<std::uint64_t>("size");
+    c.need(8, "checksum");
+    const std::uint64_t left = c.left() - 8;  // the checksum is not payload
+    const std::uint64_t row_bytes = sizeof(Index) + 1 + sizeof(T) * dim;  // dim bounded first
+    if (dim == 0 || dim > (std::uint64_t(1) << 40) || n > left / row_bytes || n * row_bytes != left)
+      io::detail::fail(path, 24,
+                       "dim " + std::to_string(dim) + " and size " + std::to_string(n) +
+                           " do not match the file size");
+    FlatIndex index(static_cast<std::size_t>(dim), static_cast<Metric>(metric));
+    index.ids_.resize(static_cast<std::size_t>(n));
+    index.modality_.resize(static_cast<std::size_t>(n));
+    index.data_.resize(static_cast<std::size_t>(n * dim));
+    c.copy_to(index.ids_.data(), sizeof(Index) * n, "ids");
+    const std::uint64_t mod_at = c.offset();
+    c.copy_to(index.modality_.data(), n, "modality tags");
+    for (Modality m : index.modality_)
+      if (m > max_modality)
+        io::detail::fail(path, mod_at, "modality tag " + std::to_string(m) + " > 63");
+    const std::uint64_t vec_at = c.offset();
+    c.copy_to(index.data_.data(), sizeof(T) * n * dim, "vectors");
+    for (T v : index.data_)
+      if (!std::isfinite(v)) io::detail::fail(path, vec_at, "vectors hold NaN or Inf");
+    index.sq_norms_.resize(static_cast<std::size_t>(n));
+    for (std::size_t r = 0; r < n; ++r)
+      index.sq_norms_[r] =
+          detail::dot_kernel<T>(index.data_.data() + r * dim, index.data_.data() + r * dim,
+                                static_cast<std::size_t>(dim));
+    return index;
+  }
+
   /// Removes everything (dimension and metric stay).
   void clear() noexcept {
     data_.clear();
@@ -152,7 +249,9 @@ class FlatIndex {
   static constexpr Eigen::Index kGemmMinQueries = 4;
   static constexpr Eigen::Index kQueryBlock = 256;  // queries per GEMM block
   static constexpr std::size_t kBaseTile = 1024;    // stored rows per GEMM tile: 1 MB of scores
-  static constexpr std::size_t kScanRows = 4096;    // rows per SIMD scan chunk
+  static constexpr std::size_t kScanRows = 4096;
+  static constexpr char kMagic[9] = "MMRAGFLT";
+  static constexpr std::uint32_t kVersion = 1;  // rows per SIMD scan chunk
 
   detail::Block<T> block(std::size_t first, std::size_t rows) const noexcept {
     return {data_.data() + first * dim_,

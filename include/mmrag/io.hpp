@@ -57,6 +57,20 @@ void append(std::vector<char>& out, const V& v) {
   std::memcpy(out.data() + at, &v, sizeof(V));
 }
 
+/// FNV-1a over 64-bit words (then the tail bytes), mixed with the length: the checksum index
+/// files end with. Not cryptographic; it catches truncation and flipped bits.
+inline std::uint64_t checksum(const char* p, std::size_t n) noexcept {
+  std::uint64_t h = 14695981039346656037ULL;
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    h = (h ^ w) * 1099511628211ULL;
+  }
+  for (; i < n; ++i) h = (h ^ static_cast<unsigned char>(p[i])) * 1099511628211ULL;
+  return h ^ n;
+}
+
 /// A bounds-checked reader over a byte buffer.
 class Cursor {
  public:

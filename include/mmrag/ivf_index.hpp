@@ -406,15 +406,7 @@ class IvfIndex {
   static constexpr std::uint32_t scalar_code() noexcept { return sizeof(T) == 4 ? 1 : 2; }
 
   static std::uint64_t checksum(const char* p, std::size_t n) noexcept {
-    std::uint64_t h = 14695981039346656037ULL;
-    std::size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      std::uint64_t w;
-      std::memcpy(&w, p + i, 8);
-      h = (h ^ w) * 1099511628211ULL;
-    }
-    for (; i < n; ++i) h = (h ^ static_cast<unsigned char>(p[i])) * 1099511628211ULL;
-    return h ^ n;
+    return io::detail::checksum(p, n);
   }
 
   /// Nearest cell of every row of x (already normalized for cosine).

@@ -1,10 +1,12 @@
-// libFuzzer target: IvfIndex::parse (what IvfIndex::load runs) on arbitrary bytes must either
-// return a usable index or throw std::runtime_error — never crash, leak or read out of bounds.
+// libFuzzer target: IvfIndex::parse and FlatIndex::parse (what load runs) on arbitrary bytes
+// must either return a usable index or throw std::runtime_error — never crash, leak or read
+// out of bounds.
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <vector>
 
+#include "mmrag/flat_index.hpp"
 #include "mmrag/ivf_index.hpp"
 
 template <class T>
@@ -20,10 +22,22 @@ static void try_parse(const std::vector<char>& bytes) {
   }
 }
 
+template <class T>
+static void try_parse_flat(const std::vector<char>& bytes) {
+  try {
+    const auto index = mmrag::FlatIndex<T>::parse(bytes);
+    const mmrag::Matrix<T> q = mmrag::Matrix<T>::Zero(1, static_cast<Eigen::Index>(index.dim()));
+    (void)index.search(q, 3);
+  } catch (const std::runtime_error&) {
+  }
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::vector<char> bytes(reinterpret_cast<const char*>(data),
                                 reinterpret_cast<const char*>(data) + size);
   try_parse<float>(bytes);
   try_parse<double>(bytes);
+  try_parse_flat<float>(bytes);
+  try_parse_flat<double>(bytes);
   return 0;
 }

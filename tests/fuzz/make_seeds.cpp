@@ -4,6 +4,7 @@
 #include <fstream>
 #include <string>
 
+#include "mmrag/flat_index.hpp"
 #include "mmrag/ivf_index.hpp"
 
 int main(int argc, char** argv) {
@@ -19,6 +20,9 @@ int main(int argc, char** argv) {
     f.add(x, {}, mods);
     f.save(root / "ivf" / (std::string("float_") + mmrag::to_string(metric) + ".ivf"));
   }
+  mmrag::FlatIndex<float> flat(3, mmrag::Metric::l2);
+  flat.add(x);
+  flat.save(root / "ivf" / "flat.idx");
   mmrag::IvfIndex<double> d(3, 2, mmrag::Metric::inner_product);
   d.save(root / "ivf" / "double_untrained.ivf");
   mmrag::io::write_npy(root / "npy" / "f4.npy", x);
