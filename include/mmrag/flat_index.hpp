@@ -18,6 +18,7 @@
 #include <Eigen/Core>
 
 #include "mmrag/config.hpp"
+#include "mmrag/detail/persist.hpp"
 #include "mmrag/detail/scan.hpp"
 #include "mmrag/detail/topk.hpp"
 #include "mmrag/io.hpp"
@@ -143,20 +144,12 @@ class FlatIndex {
 
   /// The bytes `save` writes.
   [[nodiscard]] std::vector<char> serialize() const {
-    std::vector<char> out(kMagic, kMagic + 8);
-    io::detail::append(out, kVersion);
-    io::detail::append(out, std::uint32_t(sizeof(T) == 4 ? 1 : 2));
-    io::detail::append(out, static_cast<std::uint32_t>(metric_));
-    io::detail::append(out, std::uint32_t(0));
+    std::vector<char> out;
+    detail::write_header<T>(out, kMagic, kVersion, metric_);
     io::detail::append(out, static_cast<std::uint64_t>(dim_));
     io::detail::append(out, static_cast<std::uint64_t>(size()));
-    auto raw = [&out](const void* p, std::size_t n) {
-      out.insert(out.end(), static_cast<const char*>(p), static_cast<const char*>(p) + n);
-    };
-    raw(ids_.data(), sizeof(Index) * ids_.size());
-    raw(modality_.data(), modality_.size());
-    raw(data_.data(), sizeof(T) * data_.size());
-    io::detail::append(out, io::detail::checksum(out.data(), out.size()));
+    detail::write_rows(out, ids_, modality_, data_);
+    detail::write_checksum(out);
     return out;
   }
 
@@ -174,55 +167,19 @@ class FlatIndex {
   [[nodiscard]] static FlatIndex parse(const std::vector<char>& bytes,
                                        const std::filesystem::path& path = "<memory>") {
     io::detail::Cursor c(bytes, path);
-    char magic[8];
-    c.copy_to(magic, 8, "magic");
-    if (std::memcmp(magic, kMagic, 8) != 0)
-      io::detail::fail(path, 0, "not an mmrag flat index file (bad magic)");
-    std::uint64_t stored;
-    if (bytes.size() < 16) io::detail::fail(path, bytes.size(), "truncated: no checksum");
-    std::memcpy(&stored, bytes.data() + bytes.size() - 8, 8);
-    if (stored != io::detail::checksum(bytes.data(), bytes.size() - 8))
-      io::detail::fail(path, bytes.size() - 8,
-                       "checksum mismatch: the file is corrupt or truncated");
-    const auto version = c.get<std::uint32_t>("version");
-    if (version != kVersion)
-      io::detail::fail(path, 8, "unsupported version " + std::to_string(version));
-    const auto scalar = c.get<std::uint32_t>("scalar type");
-    if (scalar != (sizeof(T) == 4 ? 1U : 2U))
-      io::detail::fail(path, 12,
-                       "scalar type " + std::to_string(scalar) + " does not match this FlatIndex<" +
-                           (sizeof(T) == 4 ? "float" : "double") + ">");
-    const auto metric = c.get<std::uint32_t>("metric");
-    if (metric > 2) io::detail::fail(path, 16, "unknown metric " + std::to_string(metric));
-    (void)c.get<std::uint32_t>("reserved");
+    const Metric metric = detail::read_header<T>(c, bytes, path, kMagic, kVersion, "FlatIndex");
     const auto dim = c.get<std::uint64_t>("dim");
     const auto n = c.get<std::uint64_t>("size");
     c.need(8, "checksum");
     const std::uint64_t left = c.left() - 8;  // the checksum is not payload
-    const std::uint64_t row_bytes = sizeof(Index) + 1 + sizeof(T) * dim;  // dim bounded first
-    if (dim == 0 || dim > (std::uint64_t(1) << 40) || n > left / row_bytes || n * row_bytes != left)
+    if (dim == 0 || dim > (std::uint64_t(1) << 40) || n > left / detail::row_bytes<T>(dim) ||
+        n * detail::row_bytes<T>(dim) != left)
       io::detail::fail(path, 24,
                        "dim " + std::to_string(dim) + " and size " + std::to_string(n) +
                            " do not match the file size");
-    FlatIndex index(static_cast<std::size_t>(dim), static_cast<Metric>(metric));
-    index.ids_.resize(static_cast<std::size_t>(n));
-    index.modality_.resize(static_cast<std::size_t>(n));
-    index.data_.resize(static_cast<std::size_t>(n * dim));
-    c.copy_to(index.ids_.data(), sizeof(Index) * n, "ids");
-    const std::uint64_t mod_at = c.offset();
-    c.copy_to(index.modality_.data(), n, "modality tags");
-    for (Modality m : index.modality_)
-      if (m > max_modality)
-        io::detail::fail(path, mod_at, "modality tag " + std::to_string(m) + " > 63");
-    const std::uint64_t vec_at = c.offset();
-    c.copy_to(index.data_.data(), sizeof(T) * n * dim, "vectors");
-    for (T v : index.data_)
-      if (!std::isfinite(v)) io::detail::fail(path, vec_at, "vectors hold NaN or Inf");
-    index.sq_norms_.resize(static_cast<std::size_t>(n));
-    for (std::size_t r = 0; r < n; ++r)
-      index.sq_norms_[r] =
-          detail::dot_kernel<T>(index.data_.data() + r * dim, index.data_.data() + r * dim,
-                                static_cast<std::size_t>(dim));
+    FlatIndex index(static_cast<std::size_t>(dim), metric);
+    detail::read_rows(c, path, n, dim, "vectors", index.ids_, index.modality_, index.data_,
+                      index.sq_norms_);
     return index;
   }
 

@@ -20,6 +20,7 @@
 #include <Eigen/Core>
 
 #include "mmrag/config.hpp"
+#include "mmrag/detail/persist.hpp"
 #include "mmrag/detail/scan.hpp"
 #include "mmrag/detail/topk.hpp"
 #include "mmrag/io.hpp"
@@ -239,26 +240,17 @@ class IvfIndex {
 
  private:
   void write_to(std::vector<char>& out) const {
-    out.insert(out.end(), kMagic, kMagic + 8);
-    io::detail::append(out, kVersion);
-    io::detail::append(out, scalar_code());
-    io::detail::append(out, static_cast<std::uint32_t>(metric_));
-    io::detail::append(out, std::uint32_t(0));
+    detail::write_header<T>(out, kMagic, kVersion, metric_);
     io::detail::append(out, static_cast<std::uint64_t>(dim_));
     io::detail::append(out, static_cast<std::uint64_t>(nlist_));
     io::detail::append(out, static_cast<std::uint64_t>(size_));
     io::detail::append(out, static_cast<std::uint8_t>(is_trained() ? 1 : 0));
-    auto raw = [&out](const void* p, std::size_t n) {
-      out.insert(out.end(), static_cast<const char*>(p), static_cast<const char*>(p) + n);
-    };
-    if (is_trained()) raw(centroids_.data(), sizeof(T) * nlist_ * dim_);
+    if (is_trained()) detail::append_raw(out, centroids_.data(), sizeof(T) * nlist_ * dim_);
     for (const List& l : lists_) {
       io::detail::append(out, static_cast<std::uint64_t>(l.ids.size()));
-      raw(l.ids.data(), sizeof(Index) * l.ids.size());
-      raw(l.modality.data(), l.modality.size());
-      raw(l.vectors.data(), sizeof(T) * l.vectors.size());
+      detail::write_rows(out, l.ids, l.modality, l.vectors);
     }
-    io::detail::append(out, checksum(out.data(), out.size()));
+    detail::write_checksum(out);
   }
 
  public:
@@ -282,32 +274,7 @@ class IvfIndex {
   [[nodiscard]] static IvfIndex parse(const std::vector<char>& bytes,
                                       const std::filesystem::path& path = "<memory>") {
     io::detail::Cursor c(bytes, path);
-    char magic[8];
-    c.copy_to(magic, 8, "magic");
-    if (std::memcmp(magic, kMagic, 8) != 0)
-      io::detail::fail(path, 0, "not an mmrag IVF file (bad magic)");
-    const auto version = c.get<std::uint32_t>("version");
-    if (version != kVersion)
-      io::detail::fail(path, 8,
-                       "unsupported version " + std::to_string(version) + " (this build reads " +
-                           std::to_string(kVersion) + ")");
-    // Checksum before anything else is trusted.
-    if (bytes.size() < 8 + 8) io::detail::fail(path, bytes.size(), "truncated: no checksum");
-    std::uint64_t stored;
-    std::memcpy(&stored, bytes.data() + bytes.size() - 8, 8);
-    if (stored != checksum(bytes.data(), bytes.size() - 8))
-      io::detail::fail(path, bytes.size() - 8,
-                       "checksum mismatch: the file is corrupt or truncated");
-
-    const auto scalar = c.get<std::uint32_t>("scalar type");
-    if (scalar != scalar_code())
-      io::detail::fail(path, 12,
-                       "scalar type " + std::to_string(scalar) + " does not match this IvfIndex<" +
-                           (sizeof(T) == 4 ? "float" : "double") + "> (" +
-                           std::to_string(scalar_code()) + ")");
-    const auto metric = c.get<std::uint32_t>("metric");
-    if (metric > 2) io::detail::fail(path, 16, "unknown metric " + std::to_string(metric));
-    (void)c.get<std::uint32_t>("reserved");
+    const Metric metric = detail::read_header<T>(c, bytes, path, kMagic, kVersion, "IvfIndex");
     const auto dim = c.get<std::uint64_t>("dim");
     const auto nlist = c.get<std::uint64_t>("nlist");
     const auto total = c.get<std::uint64_t>("size");
@@ -323,8 +290,7 @@ class IvfIndex {
                            " do not fit the file size");
     if (!trained && total > 0) io::detail::fail(path, 40, "an untrained index cannot hold vectors");
 
-    IvfIndex index(static_cast<std::size_t>(dim), static_cast<std::size_t>(nlist),
-                   static_cast<Metric>(metric));
+    IvfIndex index(static_cast<std::size_t>(dim), static_cast<std::size_t>(nlist), metric);
     if (trained) {
       index.centroids_.resize(static_cast<Eigen::Index>(nlist), static_cast<Eigen::Index>(dim));
       c.copy_to(index.centroids_.data(), sizeof(T) * nlist * dim, "centroids");
@@ -333,34 +299,16 @@ class IvfIndex {
       index.centroid_sq_ = index.centroids_.rowwise().squaredNorm();
     }
     std::uint64_t seen = 0;
-    const std::uint64_t row_bytes = sizeof(Index) + 1 + sizeof(T) * dim;
     for (std::uint64_t l = 0; l < nlist; ++l) {
       const std::uint64_t at = c.offset();
       const auto count = c.get<std::uint64_t>("list size");
-      if (count > c.left() / row_bytes)
+      if (count > c.left() / detail::row_bytes<T>(dim))
         io::detail::fail(path, at,
                          "list " + std::to_string(l) + " claims " + std::to_string(count) +
                              " vectors, more than the file holds");
       List& list = index.lists_[static_cast<std::size_t>(l)];
-      list.ids.resize(static_cast<std::size_t>(count));
-      list.modality.resize(static_cast<std::size_t>(count));
-      list.vectors.resize(static_cast<std::size_t>(count * dim));
-      c.copy_to(list.ids.data(), sizeof(Index) * count, "ids");
-      const std::uint64_t mod_at = c.offset();
-      c.copy_to(list.modality.data(), count, "modality tags");
-      for (Modality m : list.modality)
-        if (m > max_modality)
-          io::detail::fail(path, mod_at, "modality tag " + std::to_string(m) + " > 63");
-      const std::uint64_t vec_at = c.offset();
-      c.copy_to(list.vectors.data(), sizeof(T) * count * dim, "vectors");
-      list.sq_norms.resize(static_cast<std::size_t>(count));
-      for (std::size_t r = 0; r < count; ++r) {
-        const T* v = list.vectors.data() + r * dim;
-        for (std::size_t j = 0; j < dim; ++j)
-          if (!std::isfinite(v[j]))
-            io::detail::fail(path, vec_at, "list " + std::to_string(l) + " holds NaN or Inf");
-        list.sq_norms[r] = detail::dot_kernel<T>(v, v, static_cast<std::size_t>(dim));
-      }
+      detail::read_rows(c, path, count, dim, "list " + std::to_string(l) + " vectors", list.ids,
+                        list.modality, list.vectors, list.sq_norms);
       seen += count;
     }
     if (seen != total)
@@ -369,7 +317,8 @@ class IvfIndex {
           "header says " + std::to_string(total) + " vectors, lists hold " + std::to_string(seen));
     if (c.left() != 8)
       io::detail::fail(path, c.offset(),
-                       std::to_string(c.left() - 8) + " unexpected trailing bytes");
+                       "expected the 8-byte checksum after the lists, found " +
+                           std::to_string(c.left()) + " bytes");
     index.size_ = static_cast<std::size_t>(total);
     return index;
   }
@@ -402,12 +351,6 @@ class IvfIndex {
   static constexpr std::uint32_t kVersion = 1;
   static constexpr Eigen::Index kQueryBlock = 2048;  // queries grouped per pass over the cells
   static constexpr std::size_t kGemmMinQueries = 4;  // fewer queries on a cell: SIMD scan
-
-  static constexpr std::uint32_t scalar_code() noexcept { return sizeof(T) == 4 ? 1 : 2; }
-
-  static std::uint64_t checksum(const char* p, std::size_t n) noexcept {
-    return io::detail::checksum(p, n);
-  }
 
   /// Nearest cell of every row of x (already normalized for cosine).
   [[nodiscard]] std::vector<Index> assign(const Matrix<T>& x) const {
