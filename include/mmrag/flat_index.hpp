@@ -140,25 +140,25 @@ class FlatIndex {
   // File format, version 1, little-endian:
   //   "MMRAGFLT"  u32 version  u32 scalar (1 = float32, 2 = float64)  u32 metric  u32 0
   //   u64 dim  u64 size  then size × i64 ids, size × u8 modality, size × dim scalars
-  //   u64 checksum (io::detail::checksum over every byte before it).
+  //   u64 checksum (detail::checksum over every byte before it).
 
   /// The bytes `save` writes.
   [[nodiscard]] std::vector<char> serialize() const {
     std::vector<char> out;
     detail::write_header<T>(out, kMagic, kVersion, metric_);
-    io::detail::append(out, static_cast<std::uint64_t>(dim_));
-    io::detail::append(out, static_cast<std::uint64_t>(size()));
+    detail::append(out, static_cast<std::uint64_t>(dim_));
+    detail::append(out, static_cast<std::uint64_t>(size()));
     detail::write_rows(out, ids_, modality_, data_);
     detail::write_checksum(out);
     return out;
   }
 
   /// Writes the index to `path`. Throws std::runtime_error when the file cannot be written.
-  void save(const std::filesystem::path& path) const { io::detail::write_all(path, serialize()); }
+  void save(const std::filesystem::path& path) const { detail::write_all(path, serialize()); }
 
   /// Reads an index written by `save`; see `parse`.
   [[nodiscard]] static FlatIndex load(const std::filesystem::path& path) {
-    return parse(io::detail::read_all(path), path);
+    return parse(detail::read_all(path), path);
   }
 
   /// Rebuilds an index from `serialize` bytes. Verifies the checksum first, then the magic,
@@ -166,7 +166,7 @@ class FlatIndex {
   /// and finiteness; throws std::runtime_error naming `path` and the offset otherwise.
   [[nodiscard]] static FlatIndex parse(const std::vector<char>& bytes,
                                        const std::filesystem::path& path = "<memory>") {
-    io::detail::Cursor c(bytes, path);
+    detail::Cursor c(bytes, path);
     const Metric metric = detail::read_header<T>(c, bytes, path, kMagic, kVersion, "FlatIndex");
     const auto dim = c.get<std::uint64_t>("dim");
     const auto n = c.get<std::uint64_t>("size");
@@ -174,7 +174,7 @@ class FlatIndex {
     const std::uint64_t left = c.left() - 8;  // the checksum is not payload
     if (dim == 0 || dim > (std::uint64_t(1) << 40) || n > left / detail::row_bytes<T>(dim) ||
         n * detail::row_bytes<T>(dim) != left)
-      io::detail::fail(path, 24,
+      detail::fail(path, 24,
                        "dim " + std::to_string(dim) + " and size " + std::to_string(n) +
                            " do not match the file size");
     FlatIndex index(static_cast<std::size_t>(dim), metric);

@@ -18,94 +18,19 @@
 #include <vector>
 
 #include "mmrag/config.hpp"
+#include "mmrag/detail/bytes.hpp"
 
 namespace mmrag::io {
 
 namespace detail {
 
-[[noreturn]] inline void fail(const std::filesystem::path& path, std::uint64_t offset,
-                              const std::string& what) {
-  throw std::runtime_error("mmrag::io: " + path.string() + " at byte " + std::to_string(offset) +
-                           ": " + what);
-}
-
-/// The whole file. Throws std::runtime_error when it cannot be opened or read.
-inline std::vector<char> read_all(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("mmrag::io: cannot open " + path.string());
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  if (size < 0) throw std::runtime_error("mmrag::io: cannot read " + path.string());
-  in.seekg(0);
-  std::vector<char> bytes(static_cast<std::size_t>(size));
-  if (size > 0 && !in.read(bytes.data(), size))
-    throw std::runtime_error("mmrag::io: cannot read " + path.string());
-  return bytes;
-}
-
-inline void write_all(const std::filesystem::path& path, const std::vector<char>& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) throw std::runtime_error("mmrag::io: cannot create " + path.string());
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  if (!out.flush()) throw std::runtime_error("mmrag::io: cannot write " + path.string());
-}
-
-template <class V>
-void append(std::vector<char>& out, const V& v) {
-  const std::size_t at = out.size();
-  out.resize(at + sizeof(V));
-  std::memcpy(out.data() + at, &v, sizeof(V));
-}
-
-/// FNV-1a over 64-bit words (then the tail bytes), mixed with the length: the checksum index
-/// files end with. Not cryptographic; it catches truncation and flipped bits.
-inline std::uint64_t checksum(const char* p, std::size_t n) noexcept {
-  std::uint64_t h = 14695981039346656037ULL;
-  std::size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    std::uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    h = (h ^ w) * 1099511628211ULL;
-  }
-  for (; i < n; ++i) h = (h ^ static_cast<unsigned char>(p[i])) * 1099511628211ULL;
-  return h ^ n;
-}
-
-/// A bounds-checked reader over a byte buffer.
-class Cursor {
- public:
-  Cursor(const std::vector<char>& bytes, const std::filesystem::path& path)
-      : bytes_(bytes), path_(path) {}
-  [[nodiscard]] std::uint64_t offset() const noexcept { return pos_; }
-  [[nodiscard]] std::uint64_t left() const noexcept { return bytes_.size() - pos_; }
-  void need(std::uint64_t n, const char* what) const {
-    if (n > left())
-      fail(path_, pos_,
-           std::string("truncated: ") + what + " needs " + std::to_string(n) + " bytes, " +
-               std::to_string(left()) + " left");
-  }
-  template <class V>
-  V get(const char* what) {
-    need(sizeof(V), what);
-    V v;
-    std::memcpy(&v, bytes_.data() + pos_, sizeof(V));
-    pos_ += sizeof(V);
-    return v;
-  }
-  void copy_to(void* dst, std::uint64_t n, const char* what) {
-    need(n, what);
-    if (n > 0) std::memcpy(dst, bytes_.data() + pos_, static_cast<std::size_t>(n));
-    pos_ += n;
-  }
-  [[noreturn]] void fail_here(const std::string& what) const { fail(path_, pos_, what); }
-  [[nodiscard]] const char* here() const noexcept { return bytes_.data() + pos_; }
-  void skip(std::uint64_t n) { need(n, "data"), pos_ += n; }
-
- private:
-  const std::vector<char>& bytes_;
-  const std::filesystem::path& path_;
-  std::uint64_t pos_ = 0;
-};
+// The byte toolkit lives in detail/bytes.hpp (below io in the layers); io's readers use it here.
+using mmrag::detail::append;
+using mmrag::detail::checksum;
+using mmrag::detail::Cursor;
+using mmrag::detail::fail;
+using mmrag::detail::read_all;
+using mmrag::detail::write_all;
 
 /// .fvecs / .ivecs: each row is an int32 dimension followed by that many 4-byte values; every
 /// row must have the same dimension.
@@ -276,8 +201,18 @@ Matrix<T> parse_npy(const std::vector<char>& bytes,
         path, 10,
         "only 1-D and 2-D arrays are supported, got " + std::to_string(dims.size()) + "-D");
   const std::uint64_t rows = dims[0], cols = dims.size() == 2 ? dims[1] : 1;
+  // Each extent must fit Eigen's signed index, whatever the other one is (a 2^63 × 0 shape
+  // holds no bytes but is still no matrix).
+  constexpr auto max_extent = static_cast<std::uint64_t>(std::numeric_limits<Eigen::Index>::max());
+  if (rows > max_extent || cols > max_extent)
+    detail::fail(path, 10,
+                 "shape (" + std::to_string(rows) + ", " + std::to_string(cols) +
+                     ") is beyond the largest matrix extent (" + std::to_string(max_extent) + ")");
   if (cols != 0 && rows > std::numeric_limits<std::uint64_t>::max() / cols / sizeof(T))
     detail::fail(path, 10, "shape overflows");
+  if (cols == 0 && rows > (std::uint64_t(1) << 40))
+    detail::fail(path, 10,
+                 "shape (" + std::to_string(rows) + ", 0): an empty array this long is not data");
   const std::uint64_t payload = rows * cols * sizeof(T);
   if (c.left() != payload)
     detail::fail(path, data_at,

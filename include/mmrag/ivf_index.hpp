@@ -43,11 +43,12 @@ class IvfIndex {
     if (nlist == 0) throw std::invalid_argument("mmrag::IvfIndex: nlist must be > 0, got 0");
   }
 
-  /// Learns the nlist centroids from `sample` (n × dim, n >= nlist) with k-means (spherical
-  /// for cosine). FAISS trains IVF with 10 iterations; so do we unless `params` says otherwise.
+  /// Learns the nlist centroids from `sample` (n × dim, n >= nlist) with k-means. Fields of
+  /// `params` left unset take IVF's defaults: 10 iterations (as FAISS's IVF training) and
+  /// spherical k-means for the cosine metric; fields that are set are used as given.
   /// Throws std::invalid_argument on a wrong column count, nlist > n, NaN/Inf, or when the
   /// index already holds vectors; the index is then unchanged.
-  void train(const Eigen::Ref<const Matrix<T>>& sample, KMeansParams params = {.iterations = 10}) {
+  void train(const Eigen::Ref<const Matrix<T>>& sample, KMeansParams params = {}) {
     constexpr const char* where = "mmrag::IvfIndex::train";
     detail::check_dim(where, "sample", sample.cols(), dim_);
     if (static_cast<std::size_t>(sample.rows()) < nlist_)
@@ -59,7 +60,8 @@ class IvfIndex {
                                   std::to_string(size()) +
                                   " vectors; clear() it before training again");
     detail::check_finite_rows(where, "sample", sample);
-    params.spherical = metric_ == Metric::cosine;
+    if (!params.iterations) params.iterations = 10;
+    if (!params.spherical) params.spherical = metric_ == Metric::cosine;
     params.assign = false;
     KMeansResult<T> km;
     if (metric_ == Metric::cosine) {
@@ -236,18 +238,18 @@ class IvfIndex {
   //   u64 checksum: FNV-1a (64-bit words) over every byte before it.
 
   /// Writes the index to `path`. Throws std::runtime_error when the file cannot be written.
-  void save(const std::filesystem::path& path) const { io::detail::write_all(path, serialize()); }
+  void save(const std::filesystem::path& path) const { detail::write_all(path, serialize()); }
 
  private:
   void write_to(std::vector<char>& out) const {
     detail::write_header<T>(out, kMagic, kVersion, metric_);
-    io::detail::append(out, static_cast<std::uint64_t>(dim_));
-    io::detail::append(out, static_cast<std::uint64_t>(nlist_));
-    io::detail::append(out, static_cast<std::uint64_t>(size_));
-    io::detail::append(out, static_cast<std::uint8_t>(is_trained() ? 1 : 0));
+    detail::append(out, static_cast<std::uint64_t>(dim_));
+    detail::append(out, static_cast<std::uint64_t>(nlist_));
+    detail::append(out, static_cast<std::uint64_t>(size_));
+    detail::append(out, static_cast<std::uint8_t>(is_trained() ? 1 : 0));
     if (is_trained()) detail::append_raw(out, centroids_.data(), sizeof(T) * nlist_ * dim_);
     for (const List& l : lists_) {
-      io::detail::append(out, static_cast<std::uint64_t>(l.ids.size()));
+      detail::append(out, static_cast<std::uint64_t>(l.ids.size()));
       detail::write_rows(out, l.ids, l.modality, l.vectors);
     }
     detail::write_checksum(out);
@@ -259,7 +261,7 @@ class IvfIndex {
   /// Throws std::runtime_error naming the file and offset on a missing, truncated, corrupt or
   /// mismatched file; never reads out of bounds.
   [[nodiscard]] static IvfIndex load(const std::filesystem::path& path) {
-    return parse(io::detail::read_all(path), path);
+    return parse(detail::read_all(path), path);
   }
 
   /// The bytes `save` writes, as a buffer (for sending over a network or storing in a blob).
@@ -273,7 +275,7 @@ class IvfIndex {
   /// `name` labels the errors.
   [[nodiscard]] static IvfIndex parse(const std::vector<char>& bytes,
                                       const std::filesystem::path& path = "<memory>") {
-    io::detail::Cursor c(bytes, path);
+    detail::Cursor c(bytes, path);
     const Metric metric = detail::read_header<T>(c, bytes, path, kMagic, kVersion, "IvfIndex");
     const auto dim = c.get<std::uint64_t>("dim");
     const auto nlist = c.get<std::uint64_t>("nlist");
@@ -281,21 +283,21 @@ class IvfIndex {
     const auto trained = c.get<std::uint8_t>("trained flag");
     const std::uint64_t left = c.left();
     if (dim == 0 || nlist == 0 || trained > 1)
-      io::detail::fail(path, 24, "dim and nlist must be > 0");
+      detail::fail(path, 24, "dim and nlist must be > 0");
     // Every count is bounded by the bytes left, so nothing below can allocate absurdly.
     if (dim > (std::uint64_t(1) << 40) || nlist > left / 8 ||
         (trained && (dim > left / sizeof(T) || nlist > left / sizeof(T) / dim)))
-      io::detail::fail(path, 24,
+      detail::fail(path, 24,
                        "dim " + std::to_string(dim) + " and nlist " + std::to_string(nlist) +
                            " do not fit the file size");
-    if (!trained && total > 0) io::detail::fail(path, 40, "an untrained index cannot hold vectors");
+    if (!trained && total > 0) detail::fail(path, 40, "an untrained index cannot hold vectors");
 
     IvfIndex index(static_cast<std::size_t>(dim), static_cast<std::size_t>(nlist), metric);
     if (trained) {
       index.centroids_.resize(static_cast<Eigen::Index>(nlist), static_cast<Eigen::Index>(dim));
       c.copy_to(index.centroids_.data(), sizeof(T) * nlist * dim, "centroids");
       if (!index.centroids_.allFinite())
-        io::detail::fail(path, c.offset(), "centroids hold NaN or Inf");
+        detail::fail(path, c.offset(), "centroids hold NaN or Inf");
       index.centroid_sq_ = index.centroids_.rowwise().squaredNorm();
     }
     std::uint64_t seen = 0;
@@ -303,7 +305,7 @@ class IvfIndex {
       const std::uint64_t at = c.offset();
       const auto count = c.get<std::uint64_t>("list size");
       if (count > c.left() / detail::row_bytes<T>(dim))
-        io::detail::fail(path, at,
+        detail::fail(path, at,
                          "list " + std::to_string(l) + " claims " + std::to_string(count) +
                              " vectors, more than the file holds");
       List& list = index.lists_[static_cast<std::size_t>(l)];
@@ -312,11 +314,11 @@ class IvfIndex {
       seen += count;
     }
     if (seen != total)
-      io::detail::fail(
+      detail::fail(
           path, 40,
           "header says " + std::to_string(total) + " vectors, lists hold " + std::to_string(seen));
     if (c.left() != 8)
-      io::detail::fail(path, c.offset(),
+      detail::fail(path, c.offset(),
                        "expected the 8-byte checksum after the lists, found " +
                            std::to_string(c.left()) + " bytes");
     index.size_ = static_cast<std::size_t>(total);

@@ -12,6 +12,7 @@
 #include <functional>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -20,14 +21,16 @@
 #include <Eigen/Core>
 
 #include "mmrag/config.hpp"
+#include "mmrag/detail/nearest_centroids.hpp"
 #include "mmrag/similarity.hpp"
 
 namespace mmrag {
 
 /// Parameters of `kmeans`.
 struct KMeansParams {
-  /// Lloyd iterations (FAISS's default is 25; IvfIndex uses 10, like FAISS's IVF training).
-  std::size_t iterations = 25;
+  /// Lloyd iterations. Unset: the caller's default — 25 for `kmeans` (FAISS's Clustering),
+  /// 10 for IvfIndex::train (FAISS's IVF training). A value set here is always used.
+  std::optional<std::size_t> iterations = std::nullopt;
   /// Seed of every random choice: the same seed and input give the same centroids.
   std::uint64_t seed = 1234;
   /// Train on at most k × this many points, sampled at random (FAISS uses 256); 0 = all.
@@ -36,8 +39,9 @@ struct KMeansParams {
   /// passes are memory-bound, and seeding from a subsample costs little quality; 0 = all.
   std::size_t init_points_per_centroid = 32;
   /// Spherical k-means for cosine / inner product: centroids are renormalized to unit length
-  /// after each update and points go to the centroid of largest inner product.
-  bool spherical = false;
+  /// after each update and points go to the centroid of largest inner product. Unset: false for
+  /// `kmeans`; IvfIndex::train uses true for the cosine metric. A value set here is always used.
+  std::optional<bool> spherical = std::nullopt;
   /// Stop early when the objective improves by less than this fraction (0: never).
   double tolerance = 0.0;
   /// Compute `assignment` for every input row after training (one more GEMM pass).
@@ -59,34 +63,21 @@ struct KMeansResult {
 namespace detail {
 
 /// For rows x (n × d) and centroids c (k × d): best[i] = argmin_j ||x_i - c_j||² (or argmax
-/// x_i·c_j when spherical) and cost[i] its squared distance (or ||x_i|| - x_i·c_j).
-/// Blocked GEMM so the n × k matrix never exists whole. Ties go to the smaller centroid.
+/// x_i·c_j when spherical) and cost[i] its squared distance (or ||x_i|| - x_i·c_j), through the
+/// shared blocked routine (detail/nearest_centroids.hpp). Ties go to the smaller centroid.
 template <class T>
-void assign_nearest(const Matrix<T>& x, const Vector<T>& x_sq, const Matrix<T>& c, bool spherical,
-                    std::vector<Index>& best, std::vector<double>& cost) {
-  const Eigen::Index n = x.rows(), k = c.rows();
-  best.assign(static_cast<std::size_t>(n), 0);
-  cost.assign(static_cast<std::size_t>(n), 0.0);
+void assign_nearest(const Eigen::Ref<const Matrix<T>>& x, const Vector<T>& x_sq, const Matrix<T>& c,
+                    bool spherical, std::vector<Index>& best, std::vector<double>& cost) {
+  const auto n = static_cast<std::size_t>(x.rows());
+  best.assign(n, 0);
+  std::vector<T> key(n);
   const Vector<T> c_sq = c.rowwise().squaredNorm();
-  constexpr Eigen::Index block = 1024;
-  MMRAG_OMP(parallel for schedule(dynamic) if (n > block))
-  for (Eigen::Index b0 = 0; b0 < n; b0 += block) {
-    const Eigen::Index rows = std::min(block, n - b0);
-    Matrix<T> dots(rows, k);
-    dots.noalias() = x.middleRows(b0, rows) * c.transpose();
-    for (Eigen::Index r = 0; r < rows; ++r) {
-      const T* d = dots.row(r).data();
-      Eigen::Index arg = 0;
-      T key = spherical ? -d[0] : c_sq[0] - T(2) * d[0];
-      for (Eigen::Index j = 1; j < k; ++j) {
-        const T kj = spherical ? -d[j] : c_sq[j] - T(2) * d[j];
-        if (kj < key) key = kj, arg = j;
-      }
-      const auto i = static_cast<std::size_t>(b0 + r);
-      best[i] = arg;
-      cost[i] = spherical ? std::max(0.0, std::sqrt(double(x_sq[b0 + r])) + double(key))
-                          : std::max(0.0, double(x_sq[b0 + r]) + double(key));
-    }
+  nearest_centroids<T>(x, c, c_sq, spherical, 1, best.data(), key.data());
+  cost.assign(n, 0.0);
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto xi = static_cast<Eigen::Index>(i);
+    cost[i] = spherical ? std::max(0.0, std::sqrt(double(x_sq[xi])) + double(key[i]))
+                        : std::max(0.0, double(x_sq[xi]) + double(key[i]));
   }
 }
 
@@ -118,6 +109,8 @@ template <class T>
       throw std::invalid_argument(std::string(where) + ": x row " + std::to_string(r) +
                                   " holds NaN or Inf");
 
+  const std::size_t iterations = params.iterations.value_or(25);
+  const bool spherical = params.spherical.value_or(false);
   std::mt19937_64 rng(params.seed);
   auto uniform_index = [&rng](std::size_t n) { return static_cast<std::size_t>(rng() % n); };
   auto uniform01 = [&rng]() { return double(rng() >> 11) * 0x1.0p-53; };
@@ -148,7 +141,7 @@ template <class T>
     Matrix<T> xi(static_cast<Eigen::Index>(init_rows.size()), d);
     for (std::size_t i = 0; i < init_rows.size(); ++i)
       xi.row(static_cast<Eigen::Index>(i)) = xs.row(init_rows[i]);
-    if (params.spherical) normalize_rows(xi);
+    if (spherical) normalize_rows(xi);
     const auto m = static_cast<std::size_t>(xi.rows());
     std::vector<double> d2(m, std::numeric_limits<double>::infinity());
     std::vector<T> dist(m);
@@ -175,7 +168,7 @@ template <class T>
         pick = uniform_index(m);  // every point coincides with a centroid: duplicates are fine
       }
     }
-    if (params.spherical) detail::normalize_centroids(centroids);
+    if (spherical) detail::normalize_centroids(centroids);
   }
 
   // ---- Lloyd iterations -------------------------------------------------------------------
@@ -183,8 +176,8 @@ template <class T>
   std::vector<Index> best;
   std::vector<double> cost;
   Matrix<T> c_t = centroids.cast<T>();
-  for (std::size_t it = 0; it < params.iterations; ++it) {
-    detail::assign_nearest(xs, xs_sq, c_t, params.spherical, best, cost);
+  for (std::size_t it = 0; it < iterations; ++it) {
+    detail::assign_nearest<T>(xs, xs_sq, c_t, spherical, best, cost);
     const double objective = std::accumulate(cost.begin(), cost.end(), 0.0);
     result.objective.push_back(objective);
     result.iterations = it + 1;
@@ -219,7 +212,7 @@ template <class T>
       centroids.row(static_cast<Eigen::Index>(j)) =
           xs.row(static_cast<Eigen::Index>(far)).template cast<double>();
     }
-    if (params.spherical) detail::normalize_centroids(centroids);
+    if (spherical) detail::normalize_centroids(centroids);
     c_t = centroids.cast<T>();
     if (params.tolerance > 0 && it > 0) {
       const double prev = result.objective[it - 1];
@@ -228,11 +221,9 @@ template <class T>
   }
   result.centroids = std::move(c_t);
   if (params.assign) {
-    Matrix<T> xa = x;
-    const Vector<T> xa_sq = xa.rowwise().squaredNorm();
+    const Vector<T> x_sq = x.rowwise().squaredNorm();
     std::vector<double> unused;
-    detail::assign_nearest(xa, xa_sq, result.centroids, params.spherical, result.assignment,
-                           unused);
+    detail::assign_nearest<T>(x, x_sq, result.centroids, spherical, result.assignment, unused);
   }
   return result;
 }
