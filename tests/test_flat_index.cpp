@@ -180,3 +180,63 @@ TEST_CASE_TEMPLATE("FlatIndex: save / load keeps vectors, ids and modality tags;
                        std::runtime_error);
   CHECK_THROWS_AS((void)FlatIndex<T>::load("/nonexistent/flat.idx"), std::runtime_error);
 }
+
+TEST_CASE_TEMPLATE("FlatIndex: negative ids, huge k; the index is unchanged afterwards", T, float, double) {
+  FlatIndex<T> index(4, Metric::inner_product);
+  index.add(test::random_matrix<T>(3, 4, 1), std::vector<Index>{7, 8, 9});
+  const std::vector<char> before = index.serialize();
+  const std::vector<Index> negative = {1, -1};
+  CHECK_THROWS_WITH_AS(index.add(test::random_matrix<T>(2, 4, 2), negative),
+                       doctest::Contains("ids must be >= 0"), std::invalid_argument);
+  CHECK(index.serialize() == before);
+  const Matrix<T> q = test::random_matrix<T>(2, 4, 3);
+  CHECK_THROWS_WITH_AS((void)index.search(q, SIZE_MAX), doctest::Contains("k ="),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)index.search(q, std::size_t(1) << 40), doctest::Contains("k ="),
+                       std::invalid_argument);
+  // k above the size stays legal: padded.
+  const auto wide = index.search(q, 1000);
+  CHECK(wide.found(0) == 3);
+  CHECK(wide.ids(1, 999) == -1);
+  CHECK(index.serialize() == before);
+}
+
+TEST_CASE_TEMPLATE("FlatIndex: default ids continue after the largest id in use, never reused", T, float, double) {
+  FlatIndex<T> index(2, Metric::l2);
+  index.add(Matrix<T>::Ones(3, 2));  // 0, 1, 2
+  CHECK(index.id(2) == 2);
+  index.add(Matrix<T>::Ones(1, 2), std::vector<Index>{1700000000000});
+  index.add(Matrix<T>::Ones(1, 2));
+  CHECK(index.id(4) == 1700000000001);
+  CHECK(index.remove_ids(std::vector<Index>{1700000000001, 2}) == 2);
+  index.add(Matrix<T>::Ones(1, 2));
+  CHECK(index.id(index.size() - 1) == 1700000000002);  // not a removed id
+  // Duplicate ids are stored as rows (documented); remove_ids removes every row holding one.
+  index.add(Matrix<T>::Ones(2, 2), std::vector<Index>{5, 5});
+  const std::size_t n = index.size();
+  CHECK(index.remove_ids(std::vector<Index>{5}) == 2);
+  CHECK(index.size() == n - 2);
+  // After save / load the sequence continues too.
+  const auto loaded = FlatIndex<T>::parse(index.serialize());
+  FlatIndex<T> again = loaded;
+  again.add(Matrix<T>::Ones(1, 2));
+  CHECK(again.id(again.size() - 1) == 1700000000003);
+}
+
+TEST_CASE("FlatIndex: an IdSet filter with timestamp ids") {
+  FlatIndex<float> index(2, Metric::l2);
+  const std::vector<Index> ids = {1700000000000, 1700000000001, 1700000000002};
+  index.add(test::random_matrix<float>(3, 2, 9), ids);
+  const IdSet allow{1700000000001};
+  const auto hits = index.search(Matrix<float>::Zero(1, 2), 3, {.filter = {.ids = &allow}});
+  CHECK(hits.found(0) == 1);
+  CHECK(hits.ids(0, 0) == 1700000000001);
+}
+
+TEST_CASE("FlatIndex: memory_bytes counts the stored rows") {
+  FlatIndex<float> index(64, Metric::l2);
+  index.add(test::random_matrix<float>(1000, 64, 1));
+  CHECK(index.memory_bytes() >= 1000 * (64 * 4 + 8 + 4 + 1));
+  CHECK(index.memory_bytes() < 2 * 1000 * (64 * 4 + 8 + 4 + 1) + 4096);
+  CHECK(index.storage() == Storage::float32);
+}

@@ -3,6 +3,7 @@
 // bad input with the strong guarantee.
 #include <doctest/doctest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
@@ -256,4 +257,112 @@ TEST_CASE_TEMPLATE("IvfIndex: bad input throws and leaves the index unchanged", 
   CHECK_THROWS_AS(IvfIndex<T>(5, 0, Metric::l2), std::invalid_argument);
   const auto hits = index.search(base.topRows(1), 100, {.nprobe = 4});
   CHECK(hits.found(0) == 50);
+}
+
+TEST_CASE("IvfIndex::train: unset KMeansParams fields take IVF's defaults, set ones are kept") {
+  const Matrix<float> x = test::random_matrix<float>(400, 8, 2);
+  std::size_t calls = 0;
+  IvfIndex<float> a(8, 4, Metric::l2);
+  a.train(x, {.progress = [&](std::size_t, double) { ++calls; }});
+  CHECK(calls == 10);  // IVF's 10 iterations, not k-means' 25
+  calls = 0;
+  IvfIndex<float> b(8, 4, Metric::l2);
+  b.train(x, {.iterations = 3, .progress = [&](std::size_t, double) { ++calls; }});
+  CHECK(calls == 3);
+  // spherical = false passed for cosine is used (centroids not renormalized)...
+  IvfIndex<float> c(8, 4, Metric::cosine);
+  c.train(x, {.iterations = 5, .spherical = false});
+  IvfIndex<float> d(8, 4, Metric::cosine);
+  d.train(x, {.iterations = 5});  // ...and unset means spherical: unit centroids
+  for (Eigen::Index j = 0; j < 4; ++j) CHECK(d.centroids().row(j).norm() == doctest::Approx(1.0));
+  bool any_short = false;
+  for (Eigen::Index j = 0; j < 4; ++j) any_short |= c.centroids().row(j).norm() < 0.99f;
+  CHECK(any_short);
+}
+
+TEST_CASE_TEMPLATE("IvfIndex: negative ids, huge k, default ids after remove; unchanged on error", T, float, double) {
+  const Matrix<T> x = test::random_matrix<T>(300, 6, 4);
+  IvfIndex<T> index(6, 5, Metric::l2);
+  index.train(x);
+  index.add(x.topRows(100));
+  const std::vector<char> before = index.serialize();
+  std::vector<Index> ids(50, 3);
+  ids[49] = -1;
+  CHECK_THROWS_WITH_AS(index.add(x.middleRows(100, 50), ids), doctest::Contains("ids must be >= 0"),
+                       std::invalid_argument);
+  CHECK_THROWS_AS((void)index.search(x.topRows(2), SIZE_MAX), std::invalid_argument);
+  CHECK_THROWS_AS((void)index.search(x.topRows(2), std::size_t(1) << 40), std::invalid_argument);
+  CHECK(index.serialize() == before);
+  CHECK(index.remove_ids(std::vector<Index>{99, 98}) == 2);
+  index.add(x.middleRows(100, 1));
+  bool found_100 = false;
+  for (std::size_t l = 0; l < index.nlist(); ++l)
+    for (Index id : index.list_ids(l)) {
+      CHECK(id != 98);
+      found_100 |= id == 100;
+    }
+  CHECK(found_100);  // the new row got id 100, not a removed 98 or 99
+}
+
+TEST_CASE("IvfIndex::search_preassigned equals search with the same cells") {
+  const Matrix<float> x = test::random_matrix<float>(2000, 16, 8);
+  IvfIndex<float> index(16, 20, Metric::inner_product);
+  index.train(x);
+  index.add(x);
+  const Matrix<float> q = test::random_matrix<float>(50, 16, 9);
+  const Matrix<Index> probes = index.probe_cells(q, 3);
+  CHECK(probes.cols() == 3);
+  const auto a = index.search_preassigned(q, 10, probes);
+  const auto b = index.search(q, 10, {.nprobe = 3});
+  CHECK(a.ids == b.ids);
+  CHECK(a.scores == b.scores);
+  Matrix<Index> bad = probes;
+  bad(0, 0) = 20;
+  CHECK_THROWS_AS((void)index.search_preassigned(q, 10, bad), std::invalid_argument);
+  CHECK_THROWS_AS((void)index.search_preassigned(q, 10, probes.topRows(3)), std::invalid_argument);
+  Matrix<Index> partial = probes;
+  partial.col(2).setConstant(-1);  // -1: no cell
+  const auto c = index.search_preassigned(q, 10, partial);
+  CHECK(c.ids == index.search(q, 10, {.nprobe = 2}).ids);
+}
+
+namespace {
+// Resident-set figures of this process from /proc/self/status, in bytes (0 when unavailable).
+std::size_t proc_status_kb(const char* key) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(key, 0) == 0) return std::stoull(line.substr(std::strlen(key))) * 1024;
+  return 0;
+}
+// Resets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0); false when not permitted.
+bool reset_peak_rss() {
+  std::ofstream out("/proc/self/clear_refs");
+  out << "5";
+  out.flush();
+  return bool(out);
+}
+}  // namespace
+
+TEST_CASE("IvfIndex::add of 400k × 64 rows at nlist 4096 peaks below 3× the rows' bytes") {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  MESSAGE("skipped under sanitizers: their shadow memory changes the resident set");
+#else
+  const Eigen::Index n = 400000, d = 64;
+  const Matrix<float> x = test::random_matrix<float>(n, d, 42);
+  IvfIndex<float> index(d, 4096, Metric::l2);
+  index.train(x.topRows(4096 * 10), {.iterations = 2});
+  if (!reset_peak_rss() || proc_status_kb("VmHWM:") == 0) {
+    MESSAGE("skipped: /proc/self/clear_refs is not writable here");
+    return;
+  }
+  const std::size_t before = proc_status_kb("VmRSS:");
+  index.add(x);
+  const std::size_t peak = proc_status_kb("VmHWM:");
+  const double rows_bytes = double(n) * double(d) * sizeof(float);
+  MESSAGE("add peak above the resident set before it: " << double(peak - before) / rows_bytes
+                                                        << " × the added rows' bytes");
+  CHECK(double(peak - before) < 3.0 * rows_bytes);
+  CHECK(index.size() == std::size_t(n));
+#endif
 }

@@ -2,16 +2,15 @@
 /// @file ivf_index.hpp
 /// Inverted-file (IVF) approximate search, as FAISS's IndexIVFFlat: k-means splits the space
 /// into nlist cells; a query visits the nprobe cells whose centroids are closest and scans
-/// their vectors exactly.
+/// their rows exactly (through the shared driver, search/driver.hpp). With nprobe >= nlist the
+/// result is exact, as FlatIndex's.
 ///
 /// Thread safety: `search` is const and keeps no state (nprobe and filters come per call):
 /// any number of threads may search one index at once. `train`, `add`, `remove_ids` and
 /// `clear` are not: never call them while another thread searches.
 
 #include <algorithm>
-#include <cstring>
 #include <filesystem>
-#include <numeric>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -19,29 +18,33 @@
 
 #include <Eigen/Core>
 
+#include "mmrag/codecs.hpp"
 #include "mmrag/config.hpp"
+#include "mmrag/detail/bytes.hpp"
+#include "mmrag/detail/nearest_centroids.hpp"
 #include "mmrag/detail/persist.hpp"
-#include "mmrag/detail/scan.hpp"
-#include "mmrag/detail/topk.hpp"
-#include "mmrag/io.hpp"
 #include "mmrag/kmeans.hpp"
-#include "mmrag/search_params.hpp"
+#include "mmrag/search/driver.hpp"
+#include "mmrag/search/types.hpp"
 #include "mmrag/similarity.hpp"
+#include "mmrag/store.hpp"
 
 namespace mmrag {
 
+/// IVF's per-call parameters are the common ones (nprobe, filter), as FAISS's
+/// SearchParametersIVF.
+using IvfSearchParams = SearchParams;
+
 template <class T>
-class IvfIndex {
+class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
  public:
   using Scalar = T;
 
   /// An untrained index of `dim`-dimensional vectors with `nlist` cells.
-  /// Throws std::invalid_argument when dim or nlist is 0.
-  IvfIndex(std::size_t dim, std::size_t nlist, Metric metric)
-      : dim_(dim), nlist_(nlist), metric_(metric), lists_(nlist) {
-    if (dim == 0) throw std::invalid_argument("mmrag::IvfIndex: dim must be > 0, got 0");
-    if (nlist == 0) throw std::invalid_argument("mmrag::IvfIndex: nlist must be > 0, got 0");
-  }
+  /// Throws std::invalid_argument when dim or nlist is 0 or the storage is not available.
+  IvfIndex(std::size_t dim, std::size_t nlist, Metric metric, Storage storage = Storage::float32)
+      : dim_(check_positive(dim, "dim")), nlist_(check_positive(nlist, "nlist")), metric_(metric),
+        codec_(dim, storage), lists_(nlist, VectorStore<T>(codec_.code_size())) {}
 
   /// Learns the nlist centroids from `sample` (n × dim, n >= nlist) with k-means. Fields of
   /// `params` left unset take IVF's defaults: 10 iterations (as FAISS's IVF training) and
@@ -71,17 +74,19 @@ class IvfIndex {
     } else {
       km = kmeans<T>(sample, nlist_, params);
     }
-    centroids_ = std::move(km.centroids);
-    centroid_sq_ = centroids_.rowwise().squaredNorm();
+    Vector<T> sq = km.centroids.rowwise().squaredNorm();
+    centroids_.swap(km.centroids);
+    centroid_sq_.swap(sq);
   }
 
   [[nodiscard]] bool is_trained() const noexcept { return centroids_.rows() > 0; }
 
-  /// Adds the rows of `vectors` (n × dim) to their nearest cells. `ids`: one per row, or empty
-  /// for sequential ids (the index size before the call, then +1 per row). `modalities`: one
-  /// tag per row, or empty for 0. Throws std::invalid_argument before training, on a wrong
-  /// column count, NaN/Inf, or ids / modalities whose count differs from the rows; the index
-  /// is then unchanged (strong guarantee).
+  /// Adds the rows of `vectors` (n × dim) to their nearest cells. `ids`, `modalities` and the
+  /// rules for them are FlatIndex::add's (ids >= 0, sequential from one past the largest id
+  /// ever added, not checked for uniqueness). Memory: the rows' codes plus n cell numbers and a
+  /// bounded scratch — never an n × nlist matrix. Throws std::invalid_argument before
+  /// training, on a wrong column count, NaN/Inf, a negative id, or ids / modalities whose count
+  /// differs from the rows; the index is then unchanged (strong guarantee).
   void add(const Eigen::Ref<const Matrix<T>>& vectors, std::span<const Index> ids = {},
            std::span<const Modality> modalities = {}) {
     constexpr const char* where = "mmrag::IvfIndex::add";
@@ -89,129 +94,116 @@ class IvfIndex {
       throw std::invalid_argument(std::string(where) + ": the index must be trained before add");
     detail::check_add<T>(where, vectors, dim_, ids, modalities);
     const auto n = static_cast<std::size_t>(vectors.rows());
-
-    Matrix<T> x = vectors;
-    if (metric_ == Metric::cosine) normalize_rows(x);
-    const std::vector<Index> cell = assign(x);
+    const std::vector<Index> cell = assign(vectors);
     // Reserve every list first: after this, nothing below throws (strong guarantee).
     std::vector<std::size_t> extra(nlist_, 0);
     for (Index c : cell) ++extra[static_cast<std::size_t>(c)];
     for (std::size_t l = 0; l < nlist_; ++l)
-      if (extra[l] > 0) lists_[l].reserve_more(extra[l], dim_);
-    const auto first = static_cast<Index>(size_);
+      if (extra[l] > 0) lists_[l].reserve_more(extra[l]);
+    const detail::IdSequence id_of{ids, stats_.next_id};
+    detail::RowEncoder<T> enc(codec_, metric_);
     for (std::size_t r = 0; r < n; ++r) {
-      const T* v = x.row(static_cast<Eigen::Index>(r)).data();
+      T sq;
+      const std::uint8_t* code = enc.encode(vectors.row(static_cast<Eigen::Index>(r)).data(), sq);
       lists_[static_cast<std::size_t>(cell[r])].push(
-          v, dim_, ids.empty() ? first + static_cast<Index>(r) : ids[r],
-          modalities.empty() ? Modality(0) : modalities[r]);
+          code, sq, id_of[r], modalities.empty() ? Modality(0) : modalities[r]);
+      stats_.max_sq_norm = std::max(stats_.max_sq_norm, sq);
     }
     size_ += n;
+    stats_.next_id = id_of.after(n);
   }
 
   /// The k best stored items per query among the nprobe probed cells. queries: nq × dim.
-  /// Returns nq × k ids and scores, best first, padded with id -1 (score -inf, or +inf for
-  /// l2) when fewer than k allowed items lie in the probed cells. With nprobe >= nlist the
-  /// result is exact. Batches group the queries by cell, so each cell is read once per block
-  /// of queries and scored through one GEMM; single queries use the SIMD scan.
-  /// Throws std::invalid_argument before training, on a wrong column count, k = 0,
+  /// Returns nq × k ids and scores (similarities, or squared distances for l2), best first,
+  /// ties to the smaller id, padded with id -1 (score -inf, or +inf for l2) when fewer than k
+  /// allowed items lie in the probed cells. With nprobe >= nlist the result is exact. Batches
+  /// group the queries by cell, so each cell is read once per block of queries and scored
+  /// through one GEMM; single queries use the SIMD scan. Throws std::invalid_argument before
+  /// training, on a wrong column count, k = 0 (or a k whose result cannot be allocated),
   /// nprobe = 0 or NaN/Inf queries.
   [[nodiscard]] Hits<T> search(const Eigen::Ref<const Matrix<T>>& queries, std::size_t k,
                                const SearchParams& params = {}) const {
     constexpr const char* where = "mmrag::IvfIndex::search";
-    if (!is_trained())
-      throw std::invalid_argument(std::string(where) + ": the index must be trained before search");
-    detail::check_dim(where, "queries", queries.cols(), dim_);
-    if (k == 0) throw std::invalid_argument(std::string(where) + ": k must be > 0, got 0");
-    if (params.nprobe == 0)
-      throw std::invalid_argument(std::string(where) + ": nprobe must be > 0, got 0");
-    detail::check_finite_rows(where, "queries", queries);
-
-    const Eigen::Index nq = queries.rows();
+    check_search(where, params);
     const std::size_t nprobe = std::min(params.nprobe, nlist_);
-    Hits<T> hits{Matrix<Index>(nq, static_cast<Eigen::Index>(k)),
-                 Matrix<T>(nq, static_cast<Eigen::Index>(k))};
-    Matrix<T> q = queries;
-    if (metric_ == Metric::cosine) normalize_rows(q);
-    const Vector<T> q_sq = q.rowwise().squaredNorm();
-    const bool higher = higher_is_better(metric_);
-
-    const Eigen::Index blocks = (nq + kQueryBlock - 1) / kQueryBlock;
-    MMRAG_OMP(parallel for schedule(dynamic) if (blocks > 1))
-    for (Eigen::Index bi = 0; bi < blocks; ++bi) {
-      const Eigen::Index first_q = bi * kQueryBlock;
-      const Eigen::Index nb = std::min(kQueryBlock, nq - first_q);
-      const auto probes = coarse(q.middleRows(first_q, nb), nprobe);  // nb × nprobe cells
-      std::vector<detail::TopK<T>> tops(static_cast<std::size_t>(nb), detail::TopK<T>(k, higher));
-
-      // Invert: for each cell, the queries of this block that probe it.
-      std::vector<std::vector<Eigen::Index>> by_cell(nlist_);
-      for (Eigen::Index i = 0; i < nb; ++i)
-        for (std::size_t p = 0; p < nprobe; ++p)
-          by_cell[static_cast<std::size_t>(probes(i, static_cast<Eigen::Index>(p)))].push_back(i);
-
-      std::vector<T> simd_scratch;
-      Matrix<T> gemm_scratch, gathered;
-      std::vector<detail::TopK<T>*> top_ptrs;
-      std::vector<T> sq;
-      detail::Compacted<T> compacted;
-      const bool filtered = !params.filter.is_trivial();
-      for (std::size_t l = 0; l < nlist_; ++l) {
-        const auto& who = by_cell[l];
-        if (who.empty() || lists_[l].ids.empty()) continue;
-        if (who.size() < kGemmMinQueries) {
-          for (Eigen::Index i : who)
-            detail::scan_simd(q.row(first_q + i).data(), q_sq[first_q + i], dim_,
-                              lists_[l].block(dim_), metric_, params.filter,
-                              tops[static_cast<std::size_t>(i)], simd_scratch);
-          continue;
-        }
-        // Several queries share this cell: score only its allowed rows, once for all of them.
-        const auto b = filtered ? detail::compact(lists_[l].block(dim_), params.filter, compacted)
-                                : lists_[l].block(dim_);
-        if (b.rows == 0) continue;
-        gathered.resize(static_cast<Eigen::Index>(who.size()), static_cast<Eigen::Index>(dim_));
-        top_ptrs.resize(who.size());
-        sq.resize(who.size());
-        for (std::size_t j = 0; j < who.size(); ++j) {
-          gathered.row(static_cast<Eigen::Index>(j)) = q.row(first_q + who[j]);
-          top_ptrs[j] = &tops[static_cast<std::size_t>(who[j])];
-          sq[j] = q_sq[first_q + who[j]];
-        }
-        detail::scan_gemm(gathered.data(), who.size(), dim_, b, metric_, Filter{}, top_ptrs.data(),
-                          sq.data(), gemm_scratch);
-      }
-      detail::finish(tops.data(), static_cast<std::size_t>(nb), first_q, hits,
-                     metric_ == Metric::l2 ? q.row(first_q).data() : nullptr, dim_);
-    }
-    return hits;
+    return detail::run_search(
+        setup(where), queries, k, params.filter,
+        [&](const detail::QueryBlock<T>& qb, Eigen::Index, detail::Scanner<T>& scanner) {
+          const Eigen::Map<const Matrix<T>> q(qb.q, static_cast<Eigen::Index>(qb.nb),
+                                              static_cast<Eigen::Index>(dim_));
+          std::vector<Index> probes(qb.nb * nprobe);
+          detail::nearest_centroids<T>(q, centroids_, centroid_sq_, metric_ != Metric::l2,
+                                       nprobe, probes.data());
+          scan_cells(qb, probes.data(), nprobe, scanner);
+        });
   }
 
-  /// Removes every stored item whose id is in `ids`; returns how many were removed.
-  /// Strong guarantee: the new lists are built aside and swapped in only when complete.
+  /// Searches with cells chosen by the caller (FAISS's search_preassigned): `probes` is
+  /// nq × p (row-major) cell numbers in [0, nlist), -1 entries skipped; the queries visit exactly
+  /// those cells. Throws std::invalid_argument as `search`, and when probes has the wrong shape
+  /// or a cell number out of range.
+  [[nodiscard]] Hits<T> search_preassigned(const Eigen::Ref<const Matrix<T>>& queries, std::size_t k,
+                                           const Eigen::Ref<const Matrix<Index>>& probes,
+                                           const SearchParams& params = {}) const {
+    constexpr const char* where = "mmrag::IvfIndex::search_preassigned";
+    check_search(where, params);
+    if (probes.rows() != queries.rows() || probes.cols() == 0)
+      throw std::invalid_argument(std::string(where) + ": probes must be nq × p with nq = " +
+                                  std::to_string(queries.rows()) + " and p > 0, got " +
+                                  std::to_string(probes.rows()) + " × " +
+                                  std::to_string(probes.cols()));
+    for (Eigen::Index i = 0; i < probes.size(); ++i)
+      if (probes.data()[i] < -1 || probes.data()[i] >= static_cast<Index>(nlist_))
+        throw std::invalid_argument(std::string(where) + ": probes must hold cells in [0, " +
+                                    std::to_string(nlist_) + ") or -1, got " +
+                                    std::to_string(probes.data()[i]));
+    const Matrix<Index> p = probes;  // contiguous rows
+    const auto np = static_cast<std::size_t>(p.cols());
+    return detail::run_search(
+        setup(where), queries, k, params.filter,
+        [&](const detail::QueryBlock<T>& qb, Eigen::Index first_q, detail::Scanner<T>& scanner) {
+          scan_cells(qb, p.row(first_q).data(), np, scanner);
+        });
+  }
+
+  /// The nprobe best cells for each query (nq × nprobe, best first, ties to the smaller cell),
+  /// as `search` chooses them: input for search_preassigned. Throws as `search`.
+  [[nodiscard]] Matrix<Index> probe_cells(const Eigen::Ref<const Matrix<T>>& queries,
+                                          std::size_t nprobe) const {
+    constexpr const char* where = "mmrag::IvfIndex::probe_cells";
+    check_search(where, {.nprobe = nprobe});
+    detail::check_dim(where, "queries", queries.cols(), dim_);
+    detail::check_finite_rows(where, "queries", queries);
+    const std::size_t p = std::min(nprobe, nlist_);
+    Matrix<Index> out(queries.rows(), static_cast<Eigen::Index>(p));
+    Matrix<T> q = queries;
+    if (metric_ == Metric::cosine) normalize_rows(q);
+    detail::nearest_centroids<T>(q, centroids_, centroid_sq_, metric_ != Metric::l2, p, out.data());
+    return out;
+  }
+
+  /// Removes every stored item whose id is in `ids`; returns how many were removed. Ids are
+  /// not reused by later adds. Strong guarantee: the changed lists are built aside and swapped
+  /// in only when all are complete.
   std::size_t remove_ids(std::span<const Index> ids) {
-    std::vector<Index> sorted(ids.begin(), ids.end());
-    std::sort(sorted.begin(), sorted.end());
-    auto doomed = [&](Index id) { return std::binary_search(sorted.begin(), sorted.end(), id); };
-    std::vector<List> kept(nlist_);
+    const IdSet doomed = detail::removal_set(ids);
+    auto keep = [&](Index id) { return !doomed.contains(id); };
+    std::vector<std::pair<std::size_t, VectorStore<T>>> changed;
     std::size_t removed = 0;
     for (std::size_t l = 0; l < nlist_; ++l) {
-      const List& src = lists_[l];
-      for (std::size_t r = 0; r < src.ids.size(); ++r) {
-        if (doomed(src.ids[r])) {
-          ++removed;
-          continue;
-        }
-        kept[l].push(src.vectors.data() + r * dim_, dim_, src.ids[r], src.modality[r]);
-      }
+      const std::size_t r = lists_[l].count_rejected(keep);
+      if (r == 0) continue;
+      removed += r;
+      changed.emplace_back(l, lists_[l].filtered(keep));
     }
-    lists_.swap(kept);
+    for (auto& [l, kept] : changed) lists_[l].swap(kept);  // noexcept from here
     size_ -= removed;
     return removed;
   }
 
-  /// Removes every stored vector; the trained centroids stay.
+  /// Removes every stored vector; the trained centroids stay (ids keep counting).
   void clear() noexcept {
-    for (auto& l : lists_) l = List{};
+    for (auto& l : lists_) l.clear();
     size_ = 0;
   }
 
@@ -219,175 +211,155 @@ class IvfIndex {
   [[nodiscard]] std::size_t dim() const noexcept { return dim_; }
   [[nodiscard]] std::size_t nlist() const noexcept { return nlist_; }
   [[nodiscard]] Metric metric() const noexcept { return metric_; }
+  [[nodiscard]] Storage storage() const noexcept { return codec_.storage(); }
   [[nodiscard]] const Matrix<T>& centroids() const noexcept { return centroids_; }
-  [[nodiscard]] std::size_t list_size(std::size_t l) const { return lists_.at(l).ids.size(); }
-  /// Ids stored in cell l, in storage order.
-  [[nodiscard]] std::span<const Index> list_ids(std::size_t l) const { return lists_.at(l).ids; }
-  /// Modality tags stored in cell l, in storage order.
+  [[nodiscard]] std::size_t list_size(std::size_t l) const { return list(l).size(); }
+  /// Ids stored in cell l, in storage order. Throws std::out_of_range.
+  [[nodiscard]] std::span<const Index> list_ids(std::size_t l) const { return list(l).ids(); }
+  /// Modality tags stored in cell l, in storage order. Throws std::out_of_range.
   [[nodiscard]] std::span<const Modality> list_modalities(std::size_t l) const {
-    return lists_.at(l).modality;
+    return list(l).modalities();
+  }
+  /// Bytes the index holds: centroids, codes, ids, tags, norms, codec parameters.
+  [[nodiscard]] std::size_t memory_bytes() const noexcept {
+    std::size_t b = sizeof(*this) + codec_.memory_bytes() +
+                    sizeof(T) * static_cast<std::size_t>(centroids_.size() + centroid_sq_.size());
+    for (const auto& l : lists_) b += sizeof(l) + l.memory_bytes();
+    return b;
   }
 
   // ---- persistence --------------------------------------------------------------------------
   //
-  // File format, version 1, little-endian:
-  //   "MMRAGIVF"  u32 version  u32 scalar (1 = float32, 2 = float64)  u32 metric  u32 0
-  //   u64 dim  u64 nlist  u64 size  u8 trained
-  //   centroids: nlist × dim scalars (when trained)
-  //   per list: u64 count, count × i64 ids, count × u8 modality, count × dim scalars
-  //   u64 checksum: FNV-1a (64-bit words) over every byte before it.
+  // File format, version 1, little-endian: the 24-byte header of detail/persist.hpp (magic
+  // "MMRAGIVF"), u64 dim, u64 nlist, u64 size, u8 trained, centroids (nlist × dim scalars of T,
+  // when trained), then per list: u64 count, count × i64 ids, count × u8 modality,
+  // count × code_size code bytes; then the u64 checksum.
 
-  /// Writes the index to `path`. Throws std::runtime_error when the file cannot be written.
-  void save(const std::filesystem::path& path) const { detail::write_all(path, serialize()); }
+  // serialize(), parse(bytes, path), save(path) and load(path) come from detail::FileBacked.
 
  private:
-  void write_to(std::vector<char>& out) const {
-    detail::write_header<T>(out, kMagic, kVersion, metric_);
-    detail::append(out, static_cast<std::uint64_t>(dim_));
+  friend struct detail::FileBacked<IvfIndex, T>;
+  static constexpr char kMagic[9] = "MMRAGIVF";
+  static constexpr std::uint32_t kVersion = 1;
+  static constexpr const char* kKind = "IvfIndex";
+
+  void write_body(std::vector<char>& out) const {
     detail::append(out, static_cast<std::uint64_t>(nlist_));
     detail::append(out, static_cast<std::uint64_t>(size_));
     detail::append(out, static_cast<std::uint8_t>(is_trained() ? 1 : 0));
     if (is_trained()) detail::append_raw(out, centroids_.data(), sizeof(T) * nlist_ * dim_);
-    for (const List& l : lists_) {
-      detail::append(out, static_cast<std::uint64_t>(l.ids.size()));
-      detail::write_rows(out, l.ids, l.modality, l.vectors);
-    }
-    detail::write_checksum(out);
+    for (const auto& l : lists_) l.write_counted(out);
   }
 
- public:
-  /// Reads an index written by `save`. Verifies the magic, version, scalar type (must be T's),
-  /// metric, sizes against the file length, the checksum, modality tags and finiteness.
-  /// Throws std::runtime_error naming the file and offset on a missing, truncated, corrupt or
-  /// mismatched file; never reads out of bounds.
-  [[nodiscard]] static IvfIndex load(const std::filesystem::path& path) {
-    return parse(detail::read_all(path), path);
-  }
-
-  /// The bytes `save` writes, as a buffer (for sending over a network or storing in a blob).
-  [[nodiscard]] std::vector<char> serialize() const {
-    std::vector<char> out;
-    write_to(out);
-    return out;
-  }
-
-  /// Rebuilds an index from `serialize` / `save` bytes, with every check `load` makes;
-  /// `name` labels the errors.
-  [[nodiscard]] static IvfIndex parse(const std::vector<char>& bytes,
-                                      const std::filesystem::path& path = "<memory>") {
-    detail::Cursor c(bytes, path);
-    const Metric metric = detail::read_header<T>(c, bytes, path, kMagic, kVersion, "IvfIndex");
-    const auto dim = c.get<std::uint64_t>("dim");
+  static IvfIndex read_body(detail::Cursor& c, const detail::FileHeader& h) {
+    const std::filesystem::path& path = c.path();
+    const std::uint64_t dim = h.dim;
     const auto nlist = c.get<std::uint64_t>("nlist");
     const auto total = c.get<std::uint64_t>("size");
     const auto trained = c.get<std::uint8_t>("trained flag");
     const std::uint64_t left = c.left();
-    if (dim == 0 || nlist == 0 || trained > 1)
-      detail::fail(path, 24, "dim and nlist must be > 0");
+    if (trained > 1)
+      detail::fail(path, 48, "trained flag must be 0 or 1, got " + std::to_string(trained));
     // Every count is bounded by the bytes left, so nothing below can allocate absurdly.
-    if (dim > (std::uint64_t(1) << 40) || nlist > left / 8 ||
+    if (nlist == 0 || nlist > left / 8 ||
         (trained && (dim > left / sizeof(T) || nlist > left / sizeof(T) / dim)))
-      detail::fail(path, 24,
-                       "dim " + std::to_string(dim) + " and nlist " + std::to_string(nlist) +
-                           " do not fit the file size");
+      detail::fail(path, 32,
+                   "nlist " + std::to_string(nlist) + " with dim " + std::to_string(dim) +
+                       " does not fit the file size");
     if (!trained && total > 0) detail::fail(path, 40, "an untrained index cannot hold vectors");
-
-    IvfIndex index(static_cast<std::size_t>(dim), static_cast<std::size_t>(nlist), metric);
+    IvfIndex index(static_cast<std::size_t>(dim), static_cast<std::size_t>(nlist), h.metric,
+                   detail::storage_from_code(h.storage, path));
     if (trained) {
       index.centroids_.resize(static_cast<Eigen::Index>(nlist), static_cast<Eigen::Index>(dim));
       c.copy_to(index.centroids_.data(), sizeof(T) * nlist * dim, "centroids");
-      if (!index.centroids_.allFinite())
-        detail::fail(path, c.offset(), "centroids hold NaN or Inf");
+      if (!index.centroids_.allFinite()) detail::fail(path, c.offset(), "centroids hold NaN or Inf");
       index.centroid_sq_ = index.centroids_.rowwise().squaredNorm();
     }
     std::uint64_t seen = 0;
     for (std::uint64_t l = 0; l < nlist; ++l) {
-      const std::uint64_t at = c.offset();
-      const auto count = c.get<std::uint64_t>("list size");
-      if (count > c.left() / detail::row_bytes<T>(dim))
-        detail::fail(path, at,
-                         "list " + std::to_string(l) + " claims " + std::to_string(count) +
-                             " vectors, more than the file holds");
-      List& list = index.lists_[static_cast<std::size_t>(l)];
-      detail::read_rows(c, path, count, dim, "list " + std::to_string(l) + " vectors", list.ids,
-                        list.modality, list.vectors, list.sq_norms);
-      seen += count;
+      VectorStore<T>& list = index.lists_[static_cast<std::size_t>(l)];
+      list.read_counted(c, index.codec_, "list " + std::to_string(l));
+      index.stats_.include(list);
+      seen += list.size();
     }
     if (seen != total)
-      detail::fail(
-          path, 40,
-          "header says " + std::to_string(total) + " vectors, lists hold " + std::to_string(seen));
-    if (c.left() != 8)
-      detail::fail(path, c.offset(),
-                       "expected the 8-byte checksum after the lists, found " +
-                           std::to_string(c.left()) + " bytes");
+      detail::fail(path, 40,
+                   "header says " + std::to_string(total) + " vectors, lists hold " +
+                       std::to_string(seen));
     index.size_ = static_cast<std::size_t>(total);
     return index;
   }
-
- private:
-  struct List {
-    std::vector<T> vectors;  // count × dim, row-major (normalized for cosine)
-    std::vector<Index> ids;
-    std::vector<T> sq_norms;
-    std::vector<Modality> modality;
-
-    void reserve_more(std::size_t n, std::size_t dim) {
-      detail::grow(vectors, n * dim);
-      detail::grow(ids, n);
-      detail::grow(sq_norms, n);
-      detail::grow(modality, n);
-    }
-    void push(const T* v, std::size_t dim, Index id, Modality m) {
-      vectors.insert(vectors.end(), v, v + dim);
-      ids.push_back(id);
-      sq_norms.push_back(detail::dot_kernel<T>(v, v, dim));
-      modality.push_back(m);
-    }
-    [[nodiscard]] detail::Block<T> block(std::size_t dim) const noexcept {
-      return {vectors.data(), ids.data(), sq_norms.data(), modality.data(), ids.size(), dim};
-    }
-  };
-
-  static constexpr char kMagic[9] = "MMRAGIVF";
-  static constexpr std::uint32_t kVersion = 1;
   static constexpr Eigen::Index kQueryBlock = 2048;  // queries grouped per pass over the cells
-  static constexpr std::size_t kGemmMinQueries = 4;  // fewer queries on a cell: SIMD scan
+  static constexpr Eigen::Index kAssignRows = 4096;  // rows normalized at a time on add
 
-  /// Nearest cell of every row of x (already normalized for cosine).
-  [[nodiscard]] std::vector<Index> assign(const Matrix<T>& x) const {
-    const Matrix<Index> best = coarse(x, 1);
-    return std::vector<Index>(best.data(), best.data() + best.size());
+  static std::size_t check_positive(std::size_t v, const char* what) {
+    if (v == 0) throw std::invalid_argument(std::string("mmrag::IvfIndex: ") + what + " must be > 0, got 0");
+    return v;
   }
 
-  /// The nprobe best cells per row of q (nq × nprobe), best first, ties to the smaller cell.
-  [[nodiscard]] Matrix<Index> coarse(const Eigen::Ref<const Matrix<T>>& q,
-                                     std::size_t nprobe) const {
-    Matrix<Index> out(q.rows(), static_cast<Eigen::Index>(nprobe));
-    Matrix<T> s(q.rows(), centroids_.rows());
-    s.noalias() = q * centroids_.transpose();
-    const bool l2 = metric_ == Metric::l2;
-    std::vector<Index> order(nlist_);
-    for (Eigen::Index i = 0; i < q.rows(); ++i) {
-      T* row = s.row(i).data();
-      // One key for every metric, lower is better: ||c||² - 2 q·c for l2, -q·c otherwise.
-      for (std::size_t j = 0; j < nlist_; ++j)
-        row[j] = l2 ? centroid_sq_[static_cast<Eigen::Index>(j)] - T(2) * row[j] : -row[j];
-      std::iota(order.begin(), order.end(), Index(0));
-      std::partial_sort(
-          order.begin(), order.begin() + static_cast<std::ptrdiff_t>(nprobe), order.end(),
-          [row](Index a, Index b) { return row[a] != row[b] ? row[a] < row[b] : a < b; });
-      for (std::size_t p = 0; p < nprobe; ++p) out(i, static_cast<Eigen::Index>(p)) = order[p];
+  const VectorStore<T>& list(std::size_t l) const {
+    if (l >= nlist_)
+      throw std::out_of_range("mmrag::IvfIndex: list " + std::to_string(l) +
+                              " is out of range (nlist " + std::to_string(nlist_) + ")");
+    return lists_[l];
+  }
+
+  void check_search(const char* where, const SearchParams& params) const {
+    if (!is_trained())
+      throw std::invalid_argument(std::string(where) + ": the index must be trained before search");
+    if (params.nprobe == 0)
+      throw std::invalid_argument(std::string(where) + ": nprobe must be > 0, got 0");
+  }
+
+  [[nodiscard]] detail::SearchSetup<T> setup(const char* where) const {
+    return {where, dim_, metric_, &codec_, size_, stats_.max_sq_norm, kQueryBlock};
+  }
+
+  /// Visits, for the queries of one block, their cells (`probes`: nb × p, -1 = none): the
+  /// block's queries are inverted by cell so that each cell is scanned once for all of its
+  /// visitors.
+  void scan_cells(const detail::QueryBlock<T>& qb, const Index* probes, std::size_t p,
+                  detail::Scanner<T>& scanner) const {
+    std::vector<std::vector<Eigen::Index>> by_cell(nlist_);
+    for (std::size_t i = 0; i < qb.nb; ++i)
+      for (std::size_t j = 0; j < p; ++j) {
+        const Index c = probes[i * p + j];
+        if (c >= 0) by_cell[static_cast<std::size_t>(c)].push_back(static_cast<Eigen::Index>(i));
+      }
+    for (std::size_t l = 0; l < nlist_; ++l) {
+      auto& who = by_cell[l];
+      if (who.empty() || lists_[l].empty()) continue;
+      who.erase(std::unique(who.begin(), who.end()), who.end());  // a cell listed twice
+      scanner.scan(qb, who, detail::block_of(lists_[l]));
     }
-    return out;
+  }
+
+  /// Nearest cell of every row, a block of rows at a time (normalized for cosine first).
+  [[nodiscard]] std::vector<Index> assign(const Eigen::Ref<const Matrix<T>>& x) const {
+    std::vector<Index> cell(static_cast<std::size_t>(x.rows()));
+    const bool ip = metric_ != Metric::l2;
+    if (metric_ != Metric::cosine) {
+      detail::nearest_centroids<T>(x, centroids_, centroid_sq_, ip, 1, cell.data());
+      return cell;
+    }
+    Matrix<T> chunk;
+    for (Eigen::Index b0 = 0; b0 < x.rows(); b0 += kAssignRows) {
+      chunk = x.middleRows(b0, std::min(kAssignRows, x.rows() - b0));
+      normalize_rows(chunk);
+      detail::nearest_centroids<T>(chunk, centroids_, centroid_sq_, ip, 1,
+                                   cell.data() + static_cast<std::size_t>(b0));
+    }
+    return cell;
   }
 
   std::size_t dim_, nlist_;
   Metric metric_;
+  Codec<T> codec_;
   Matrix<T> centroids_;  // nlist × dim once trained, else 0 × 0
   Vector<T> centroid_sq_;
-  std::vector<List> lists_;
+  std::vector<VectorStore<T>> lists_;
   std::size_t size_ = 0;
+  detail::StoreStats<T> stats_;  // norm bound for screening; one past the largest id ever added
 };
 
 }  // namespace mmrag

@@ -8,14 +8,18 @@
 /// SIMD width is chosen by *your* compile flags: build with -march=native (or
 /// -march=x86-64-v3 for portable AVX2 binaries); with no flag the kernels use SSE2.
 
-// Layers, bottom up: similarity; losses (above similarity, never search); io; search (above
-// similarity, never losses); the multimodal layer (above search and the losses).
+// In dependency order, bottom up: core types; similarity; the losses (above similarity, never
+// search); io; the search layer (types, codecs, store, driver, then the indexes; never the
+// losses); the multimodal layer (above search and the losses).
 #include "mmrag/config.hpp"
-#include "mmrag/flat_index.hpp"
-#include "mmrag/io.hpp"
-#include "mmrag/ivf_index.hpp"
-#include "mmrag/kmeans.hpp"
-#include "mmrag/losses.hpp"
-#include "mmrag/multimodal.hpp"
-#include "mmrag/search_params.hpp"
 #include "mmrag/similarity.hpp"
+#include "mmrag/losses.hpp"
+#include "mmrag/io.hpp"
+#include "mmrag/search/types.hpp"
+#include "mmrag/codecs.hpp"
+#include "mmrag/store.hpp"
+#include "mmrag/kmeans.hpp"
+#include "mmrag/search/driver.hpp"
+#include "mmrag/flat_index.hpp"
+#include "mmrag/ivf_index.hpp"
+#include "mmrag/multimodal.hpp"

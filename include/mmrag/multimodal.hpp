@@ -17,7 +17,7 @@
 #include <Eigen/Core>
 
 #include "mmrag/config.hpp"
-#include "mmrag/search_params.hpp"
+#include "mmrag/search/types.hpp"
 
 namespace mmrag {
 
@@ -170,11 +170,11 @@ struct HardNegatives {
 /// for anchors that lost candidates to exclusions.
 /// Throws std::invalid_argument when positives.size() != n or m = 0 (and whatever the
 /// index's search throws for a bad query); nothing is modified.
-template <class SearchIndex>
-[[nodiscard]] HardNegatives<typename SearchIndex::Scalar> mine_hard_negatives(
-    const SearchIndex& index, const Eigen::Ref<const Matrix<typename SearchIndex::Scalar>>& anchors,
+template <SearchIndex I>
+[[nodiscard]] HardNegatives<typename I::Scalar> mine_hard_negatives(
+    const I& index, const Eigen::Ref<const Matrix<typename I::Scalar>>& anchors,
     std::span<const Index> positives, const MiningOptions& options = {}) {
-  using T = typename SearchIndex::Scalar;
+  using T = typename I::Scalar;
   constexpr const char* where = "mmrag::mine_hard_negatives";
   const Eigen::Index n = anchors.rows();
   const std::size_t m = options.negatives;

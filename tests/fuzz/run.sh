@@ -12,7 +12,7 @@ flags="-std=c++20 -O1 -g -fno-omit-frame-pointer -I$root/include -isystem /usr/i
 clang++ $flags -o "$out/make_seeds" "$root/tests/fuzz/make_seeds.cpp"
 "$out/make_seeds" "$out/seeds"
 status=0
-for target in ivf_load:ivf npy:npy vecs:vecs; do
+for target in index_load:ivf npy:npy vecs:vecs; do
   name=${target%%:*}
   seeds=${target##*:}
   clang++ $flags -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \

@@ -1,22 +1,30 @@
 #pragma once
 /// @file detail/persist.hpp
-/// The file format pieces FlatIndex and IvfIndex share: the header (magic, version, scalar
-/// type, metric), the trailing checksum, and blocks of stored rows (ids, modality tags,
-/// vectors) with every check a reader must make. Not API: namespace mmrag::detail.
+/// The header and trailer every index file shares. Not API: namespace mmrag::detail.
+///
+/// Header, 24 bytes, little-endian:
+///   offset 0   char[8] magic        ("MMRAGFLT", "MMRAGIVF", ...: which index)
+///   offset 8   u32     version      (the index's format version)
+///   offset 12  u32     scalar       (1 = float32, 2 = float64: the index's T)
+///   offset 16  u32     metric       (0 inner_product, 1 cosine, 2 l2)
+///   offset 20  u32     storage      (0 float32, 1 float16, 2 bfloat16, 3 int8; version-1
+///                                     files wrote 0 here, which reads as float32)
+/// Trailer: u64 checksum (detail::checksum, FNV-1a over every byte before it).
 
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "mmrag/config.hpp"
-#include "mmrag/detail/simd.hpp"
 #include "mmrag/detail/bytes.hpp"
-#include "mmrag/search_params.hpp"
 
 namespace mmrag::detail {
+
+/// Bytes of the common header.
+inline constexpr std::uint64_t kHeaderBytes = 24;
 
 /// 1 = float32, 2 = float64, as written in index files.
 template <class T>
@@ -24,28 +32,39 @@ constexpr std::uint32_t scalar_code() noexcept {
   return sizeof(T) == 4 ? 1 : 2;
 }
 
-/// Writes "magic  u32 version  u32 scalar  u32 metric  u32 0".
+/// The scalar type's name for messages.
+inline const char* scalar_name(std::uint32_t code) noexcept {
+  return code == 1 ? "float" : code == 2 ? "double" : "unknown";
+}
+
+/// What read_header found.
+struct FileHeader {
+  Metric metric;
+  std::uint32_t storage;  ///< raw code: the index checks it against its codecs
+  std::uint64_t dim = 0;  ///< read by read_index_start only
+};
+
+/// Writes the 24-byte header.
 template <class T>
-void write_header(std::vector<char>& out, const char* magic, std::uint32_t version, Metric metric) {
+void write_header(std::vector<char>& out, const char* magic, std::uint32_t version, Metric metric,
+                  std::uint32_t storage) {
   append_raw(out, magic, 8);
   append(out, version);
   append(out, scalar_code<T>());
   append(out, static_cast<std::uint32_t>(metric));
-  append(out, std::uint32_t(0));
+  append(out, storage);
 }
 
 /// Appends the checksum over everything before it.
-inline void write_checksum(std::vector<char>& out) {
-  append(out, checksum(out.data(), out.size()));
-}
+inline void write_checksum(std::vector<char>& out) { append(out, checksum(out.data(), out.size())); }
 
 /// Reads and verifies what `write_header` and `write_checksum` wrote — magic, version, then the
-/// checksum before anything else is trusted, then the scalar type (must be T's) and the metric
-/// — and returns the metric, leaving `c` after the header. `kind` names the index in messages.
+/// checksum before anything else is trusted, then the scalar type (must be T's) and the metric —
+/// leaving `c` after the header. `kind` names the index in messages.
 template <class T>
-Metric read_header(Cursor& c, const std::vector<char>& bytes,
-                   const std::filesystem::path& path, const char* magic, std::uint32_t version,
-                   const char* kind) {
+FileHeader read_header(Cursor& c, std::span<const char> bytes, const char* magic,
+                       std::uint32_t version, const char* kind) {
+  const std::filesystem::path& path = c.path();
   char found[8];
   c.copy_to(found, 8, "magic");
   if (std::memcmp(found, magic, 8) != 0)
@@ -53,9 +72,9 @@ Metric read_header(Cursor& c, const std::vector<char>& bytes,
   const auto v = c.get<std::uint32_t>("version");
   if (v != version)
     fail(path, 8,
-                     "unsupported version " + std::to_string(v) + " (this build reads " +
-                         std::to_string(version) + ")");
-  if (bytes.size() < 8 + 8) fail(path, bytes.size(), "truncated: no checksum");
+         "unsupported version " + std::to_string(v) + " (this build reads " +
+             std::to_string(version) + ")");
+  if (bytes.size() < kHeaderBytes + 8) fail(path, bytes.size(), "truncated: no checksum");
   std::uint64_t stored;
   std::memcpy(&stored, bytes.data() + bytes.size() - 8, 8);
   if (stored != checksum(bytes.data(), bytes.size() - 8))
@@ -63,56 +82,74 @@ Metric read_header(Cursor& c, const std::vector<char>& bytes,
   const auto scalar = c.get<std::uint32_t>("scalar type");
   if (scalar != scalar_code<T>())
     fail(path, 12,
-                     "scalar type " + std::to_string(scalar) + " does not match this " + kind +
-                         "<" + (sizeof(T) == 4 ? "float" : "double") + "> (" +
-                         std::to_string(scalar_code<T>()) + ")");
+         std::string("scalar type ") + scalar_name(scalar) + " (" + std::to_string(scalar) +
+             ") does not match this " + kind + "<" + scalar_name(scalar_code<T>()) +
+             ">: load it as " + kind + "<" + scalar_name(scalar) + ">");
   const auto metric = c.get<std::uint32_t>("metric");
-  if (metric > 2) fail(path, 16, "unknown metric " + std::to_string(metric));
-  (void)c.get<std::uint32_t>("reserved");
-  return static_cast<Metric>(metric);
+  if (metric > static_cast<std::uint32_t>(Metric::l2))
+    fail(path, 16, "unknown metric " + std::to_string(metric));
+  const auto storage = c.get<std::uint32_t>("storage");
+  return {static_cast<Metric>(metric), storage};
 }
 
-/// Bytes one stored row takes in a file: id, modality tag, vector. `dim` must be bounded by
-/// the caller (<= 2^40) so that this cannot overflow.
+/// Every index file starts with the header and then u64 dim.
 template <class T>
-constexpr std::uint64_t row_bytes(std::uint64_t dim) noexcept {
-  return sizeof(Index) + 1 + sizeof(T) * dim;
+void write_index_start(std::vector<char>& out, const char* magic, std::uint32_t version,
+                       Metric metric, std::uint32_t storage, std::size_t dim) {
+  write_header<T>(out, magic, version, metric, storage);
+  append(out, static_cast<std::uint64_t>(dim));
 }
 
-/// Writes rows as count × i64 ids, count × u8 modality, count × dim scalars.
+/// Reads what write_index_start wrote (verifying the checksum on the way); dim must be in
+/// [1, 2^32].
 template <class T>
-void write_rows(std::vector<char>& out, const std::vector<Index>& ids,
-                const std::vector<Modality>& modality, const std::vector<T>& vectors) {
-  append_raw(out, ids.data(), sizeof(Index) * ids.size());
-  append_raw(out, modality.data(), modality.size());
-  append_raw(out, vectors.data(), sizeof(T) * vectors.size());
+FileHeader read_index_start(Cursor& c, std::span<const char> bytes, const char* magic,
+                            std::uint32_t version, const char* kind) {
+  FileHeader h = read_header<T>(c, bytes, magic, version, kind);
+  h.dim = c.get<std::uint64_t>("dim");
+  if (h.dim == 0 || h.dim > (std::uint64_t(1) << 32))
+    fail(c.path(), kHeaderBytes, "dim " + std::to_string(h.dim) + " is out of range");
+  return h;
 }
 
-/// Reads `count` rows written by `write_rows` (the caller has checked that they fit), checking
-/// modality tags and finiteness, and recomputes their squared norms. `what` names the rows in
-/// messages.
-template <class T>
-void read_rows(Cursor& c, const std::filesystem::path& path, std::uint64_t count,
-               std::uint64_t dim, const std::string& what, std::vector<Index>& ids,
-               std::vector<Modality>& modality, std::vector<T>& vectors, std::vector<T>& sq_norms) {
-  ids.resize(static_cast<std::size_t>(count));
-  modality.resize(static_cast<std::size_t>(count));
-  vectors.resize(static_cast<std::size_t>(count * dim));
-  sq_norms.resize(static_cast<std::size_t>(count));
-  c.copy_to(ids.data(), sizeof(Index) * count, "ids");
-  const std::uint64_t mod_at = c.offset();
-  c.copy_to(modality.data(), count, "modality tags");
-  for (Modality m : modality)
-    if (m > max_modality)
-      fail(path, mod_at, "modality tag " + std::to_string(m) + " > 63");
-  const std::uint64_t vec_at = c.offset();
-  c.copy_to(vectors.data(), sizeof(T) * count * dim, "vectors");
-  for (std::size_t r = 0; r < count; ++r) {
-    const T* v = vectors.data() + r * dim;
-    for (std::size_t j = 0; j < dim; ++j)
-      if (!std::isfinite(v[j])) fail(path, vec_at, what + " hold NaN or Inf");
-    sq_norms[r] = dot_kernel<T>(v, v, static_cast<std::size_t>(dim));
+/// serialize / parse / save / load for an index (CRTP). The index provides kMagic, kVersion,
+/// kKind, metric(), storage(), dim(), `write_body(out)` (what follows dim) and
+/// `static Index read_body(Cursor&, const FileHeader&)`; this writes and checks the header,
+/// dim and the trailing checksum around them.
+template <class Index, class T>
+struct FileBacked {
+  /// The bytes `save` writes, as a buffer (for sending over a network or storing in a blob).
+  [[nodiscard]] std::vector<char> serialize() const {
+    const Index& self = static_cast<const Index&>(*this);
+    std::vector<char> out;
+    write_index_start<T>(out, Index::kMagic, Index::kVersion, self.metric(),
+                         static_cast<std::uint32_t>(self.storage()), self.dim());
+    self.write_body(out);
+    write_checksum(out);
+    return out;
   }
-}
+  /// Rebuilds an index from `serialize` / `save` bytes. Verifies the checksum first, then the
+  /// magic, version, scalar type (must be T's), metric, storage, every size against the bytes
+  /// present, ids, modality tags and finiteness. Throws std::runtime_error naming `path` and the
+  /// offset on a truncated, corrupt or mismatched input; never reads out of bounds.
+  [[nodiscard]] static Index parse(std::span<const char> bytes,
+                                   const std::filesystem::path& path = "<memory>") {
+    Cursor c(bytes, path);
+    const FileHeader h = read_index_start<T>(c, bytes, Index::kMagic, Index::kVersion, Index::kKind);
+    Index index = Index::read_body(c, h);
+    if (c.left() != 8)
+      fail(path, c.offset(),
+           "expected the 8-byte checksum here, found " + std::to_string(c.left()) + " bytes");
+    return index;
+  }
+  /// Writes `serialize()` to `path`. Throws std::runtime_error naming the file and OS reason.
+  void save(const std::filesystem::path& path) const {
+    write_all(path, static_cast<const Index&>(*this).serialize());
+  }
+  /// Reads a file written by `save`, with every check of `parse`.
+  [[nodiscard]] static Index load(const std::filesystem::path& path) {
+    return parse(read_all(path), path);
+  }
+};
 
 }  // namespace mmrag::detail

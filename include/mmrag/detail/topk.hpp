@@ -1,12 +1,22 @@
 #pragma once
 /// @file detail/topk.hpp
-/// Bounded top-k selection for search. Not API: namespace mmrag::detail.
+/// Bounded top-k selection with a screening margin. Not API: namespace mmrag::detail.
 ///
-/// Order: a better score first; equal scores by the smaller id, so results are deterministic
-/// whatever order candidates arrive in (tiles, threads, lists).
+/// Every score enters as a *key*, lower is better (a similarity s enters as -s), so one
+/// comparison serves every metric (FAISS makes the direction a type, CMax/CMin; negating is
+/// exact and keeps one type). Equal keys rank by the smaller id, so results do not depend on
+/// the order candidates arrive in (tiles, threads, lists).
+///
+/// Screening: fast scans compute keys with a rounding error of at most `margin / 2`. The heap
+/// keeps the k best screened keys; its worst is the threshold t. Every true top-k item has a
+/// screened key <= t + margin (the k heap items' exact keys are <= t + margin/2, so the k-th
+/// exact key is too, and an item that beats it was screened at most margin/2 above it). The
+/// pool keeps every candidate under that bound; the caller rescores the pool exactly.
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <vector>
 
@@ -14,85 +24,79 @@
 
 namespace mmrag::detail {
 
+/// A candidate: screened key (lower is better), id, and where its stored row lives (for the
+/// exact rescoring after the scan).
 template <class T>
 struct Candidate {
-  T score;
+  T key;
   Index id;
-  const T* vector = nullptr;  ///< the stored vector, for an exact final rescoring
+  const std::uint8_t* code = nullptr;
 };
 
-/// Keeps the k best (score, id) pairs seen so far in a heap whose top is the worst kept.
+/// True when (key a, id a) ranks before (key b, id b).
+template <class K>
+[[nodiscard]] constexpr bool key_before(K ka, Index ida, K kb, Index idb) noexcept {
+  return ka != kb ? ka < kb : ida < idb;
+}
+
+/// The k best screened candidates plus the pool of every candidate within `margin` of them.
 template <class T>
 class TopK {
  public:
-  TopK(std::size_t k, bool higher_is_better) : k_(k), higher_(higher_is_better) {
-    heap_.reserve(k);
+  /// k: how many results are wanted (>= 1); margin: twice the screening error bound, in key
+  /// units (0 when keys are exact; +inf keeps every candidate).
+  TopK(std::size_t k, T margin) : k_(k), margin_(margin) {
+    heap_.reserve(std::min<std::size_t>(k, 1024));
   }
 
-  /// True when `a` ranks before `b`.
-  [[nodiscard]] bool better(const Candidate<T>& a, const Candidate<T>& b) const noexcept {
-    if (a.score != b.score) return higher_ ? a.score > b.score : a.score < b.score;
-    return a.id < b.id;
-  }
+  /// Keys above this cannot matter: skip them without calling push (SIMD pre-test).
+  [[nodiscard]] T admit() const noexcept { return admit_; }
 
-  /// The score a candidate must beat (or tie with a smaller id) to enter; ±inf until full.
-  [[nodiscard]] T threshold() const noexcept {
-    if (heap_.size() < k_)
-      return higher_ ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
-    return heap_.front().score;
-  }
-
-  /// Cheap pre-test used in scan loops: can `score` possibly enter?
-  [[nodiscard]] bool may_enter(T score) const noexcept {
-    const T t = threshold();
-    return higher_ ? score >= t : score <= t;
-  }
-
-  void push(T score, Index id, const T* vector = nullptr) {
-    const Candidate<T> c{score, id, vector};
-    auto worse_first = [this](const Candidate<T>& a, const Candidate<T>& b) {
-      return better(a, b);
-    };
+  void push(T key, Index id, const std::uint8_t* code) {
+    if (std::isnan(key)) key = -std::numeric_limits<T>::infinity();  // overflowed: rescore it
+    if (key > admit_) return;
+    pool_.push_back({key, id, code});
+    auto worse_first = [](const Entry& a, const Entry& b) { return key_before(a.key, a.id, b.key, b.id); };
     if (heap_.size() < k_) {
-      heap_.push_back(c);
+      heap_.push_back({key, id});
       std::push_heap(heap_.begin(), heap_.end(), worse_first);
-    } else if (k_ > 0 && better(c, heap_.front())) {
+    } else if (key_before(key, id, heap_.front().key, heap_.front().id)) {
       std::pop_heap(heap_.begin(), heap_.end(), worse_first);
-      heap_.back() = c;
+      heap_.back() = {key, id};
       std::push_heap(heap_.begin(), heap_.end(), worse_first);
+    } else if (margin_ == T(0)) {
+      pool_.pop_back();  // exact keys: what the heap rejects can never come back
+      return;
+    }
+    if (heap_.size() == k_) admit_ = heap_.front().key + margin_;
+    if (pool_.size() >= prune_at_) {
+      settle();
+      prune_at_ = std::max<std::size_t>(2 * pool_.size(), 2 * k_ + 64);
     }
   }
 
-  [[nodiscard]] std::size_t size() const noexcept { return heap_.size(); }
-
-  /// Writes the kept candidates best first into ids/scores (k slots each), padding missing
-  /// slots with id -1 and score -inf (similarity) or +inf (distance). Empties the heap.
-  void finish(Index* ids, T* scores) {
-    std::sort(heap_.begin(), heap_.end(),
-              [this](const Candidate<T>& a, const Candidate<T>& b) { return better(a, b); });
-    const T pad =
-        higher_ ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
-    for (std::size_t i = 0; i < k_; ++i) {
-      ids[i] = i < heap_.size() ? heap_[i].id : Index(-1);
-      scores[i] = i < heap_.size() ? heap_[i].score : pad;
-    }
-    heap_.clear();
+  /// Drops pool entries above the current bound; returns the pool (unordered).
+  std::vector<Candidate<T>>& settle() {
+    const T a = admit_;
+    pool_.erase(std::remove_if(pool_.begin(), pool_.end(),
+                               [a](const Candidate<T>& c) { return c.key > a; }),
+                pool_.end());
+    return pool_;
   }
 
-  [[nodiscard]] std::vector<Candidate<T>>& items() noexcept { return heap_; }
+  [[nodiscard]] std::size_t k() const noexcept { return k_; }
 
  private:
+  struct Entry {
+    T key;
+    Index id;
+  };
   std::size_t k_;
-  bool higher_;
-  std::vector<Candidate<T>> heap_;
+  T margin_;
+  T admit_ = std::numeric_limits<T>::infinity();
+  std::size_t prune_at_ = 256;
+  std::vector<Entry> heap_;  // max-heap on (key, id): front is the worst kept
+  std::vector<Candidate<T>> pool_;
 };
-
-/// Reserves room for `extra` more elements, growing geometrically so repeated small adds stay
-/// amortized O(1). May throw (std::bad_alloc) before anything changes.
-template <class V>
-void grow(V& v, std::size_t extra) {
-  const std::size_t need = v.size() + extra;
-  if (need > v.capacity()) v.reserve(std::max(need, v.capacity() * 2));
-}
 
 }  // namespace mmrag::detail

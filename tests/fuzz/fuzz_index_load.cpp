@@ -1,4 +1,4 @@
-// libFuzzer target: IvfIndex::parse and FlatIndex::parse (what load runs) on arbitrary bytes
+// libFuzzer target: the index loaders (IvfIndex::parse, FlatIndex::parse) (what load runs) on arbitrary bytes
 // must either return a usable index or throw std::runtime_error — never crash, leak or read
 // out of bounds.
 #include <cstddef>
