@@ -3,9 +3,14 @@
 // index, filters, and bad input with the strong guarantee.
 #include <doctest/doctest.h>
 
+#include <cstring>
+#include <fstream>
+#include <limits>
 #include <numeric>
+#include <string>
 
 #include "brute_force.hpp"
+#include "files.hpp"
 #include "helpers.hpp"
 #include "mmrag/flat_index.hpp"
 
@@ -239,4 +244,91 @@ TEST_CASE("FlatIndex: memory_bytes counts the stored rows") {
   CHECK(index.memory_bytes() >= 1000 * (64 * 4 + 8 + 4 + 1));
   CHECK(index.memory_bytes() < 2 * 1000 * (64 * 4 + 8 + 4 + 1) + 4096);
   CHECK(index.storage() == Storage::float32);
+}
+
+namespace {
+std::size_t resident_kb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6));
+  return 0;
+}
+}  // namespace
+
+TEST_CASE_TEMPLATE("FlatIndex::map: a read-only view of the file, searched in place", T, float, double) {
+  const test::TempFile file("flat_map.idx");
+  const Matrix<T> x = test::random_matrix<T>(3000, 40, 21);
+  std::vector<Modality> mods(3000);
+  for (std::size_t i = 0; i < mods.size(); ++i) mods[i] = Modality(i % 4);
+  for (Metric metric : {Metric::l2, Metric::cosine}) {
+    FlatIndex<T> index(40, metric);
+    index.add(x, {}, mods);
+    index.save(file.path);
+    const Matrix<T> q = test::random_matrix<T>(17, 40, 22);
+    const FlatIndex<T> mapped = FlatIndex<T>::map(file.path);
+    CHECK(mapped.size() == index.size());
+    CHECK(mapped.memory_bytes() < index.memory_bytes() / 10);  // the rows stay in the file
+    const auto a = mapped.search(q, 7, {.filter = {.modalities = {1, 3}}});
+    const auto b = index.search(q, 7, {.filter = {.modalities = {1, 3}}});
+    CHECK(a.ids == b.ids);
+    CHECK(a.scores == b.scores);
+    CHECK(FlatIndex<T>::map(file.path, /*verify=*/true).search(q, 3).ids == index.search(q, 3).ids);
+    // Mutating a mapped index copies it first: the file is never written.
+    FlatIndex<T> copy = FlatIndex<T>::map(file.path);
+    copy.add(x.topRows(2));
+    CHECK(copy.remove_ids(std::vector<Index>{0, 1}) == 2);
+    CHECK(copy.size() == index.size());
+    CHECK(FlatIndex<T>::load(file.path).size() == index.size());
+  }
+  CHECK_THROWS_WITH_AS((void)FlatIndex<T>::map(file.path.string() + ".missing"),
+                       doctest::Contains("No such file"), std::runtime_error);
+}
+
+TEST_CASE("FlatIndex::map: opening adds almost nothing resident; verify finds bad rows") {
+  const test::TempFile file("flat_map_big.idx");
+  {
+    FlatIndex<float> index(256, Metric::inner_product);
+    index.add(test::random_matrix<float>(60000, 256, 3));  // ~62 MB
+    index.save(file.path);
+  }
+  const std::size_t before = resident_kb();
+  const FlatIndex<float> mapped = FlatIndex<float>::map(file.path);
+  const std::size_t after = resident_kb();
+  MESSAGE("resident after map: +" << (after - before) / 1024.0 << " MiB for a 62 MB file");
+  CHECK(after - before < 16 * 1024);
+  CHECK(mapped.size() == 60000);
+
+  // A NaN written into a row (checksum fixed up) passes a plain map but not map(verify).
+  std::vector<char> bytes = test::slurp(file.path);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(bytes.data() + bytes.size() - 8 - 4 * 256, &nan, 4);
+  const std::uint64_t sum = detail::checksum(bytes.data(), bytes.size() - 8);
+  std::memcpy(bytes.data() + bytes.size() - 8, &sum, 8);
+  test::spit(file.path, bytes);
+  CHECK_NOTHROW((void)FlatIndex<float>::map(file.path));
+  CHECK_THROWS_WITH_AS((void)FlatIndex<float>::map(file.path, true), doctest::Contains("NaN"),
+                       std::runtime_error);
+  CHECK_THROWS_WITH_AS((void)FlatIndex<float>::load(file.path), doctest::Contains("NaN"),
+                       std::runtime_error);
+}
+
+TEST_CASE("FlatIndex: version-1 files still load") {
+  // Version 1 layout: header (version 1), dim, count, ids, modality tags, vectors, checksum.
+  std::vector<char> v1;
+  detail::write_header<float>(v1, "MMRAGFLT", 1, Metric::l2, 0);
+  detail::append(v1, std::uint64_t(2));                   // dim
+  detail::append(v1, std::uint64_t(3));                   // size
+  for (Index id : {Index(10), Index(20), Index(30)}) detail::append(v1, id);
+  for (Modality m : {Modality(0), Modality(1), Modality(2)}) detail::append(v1, m);
+  for (float v : {0.f, 0.f, 1.f, 0.f, 0.f, 5.f}) detail::append(v1, v);
+  detail::write_checksum(v1);
+  const auto index = FlatIndex<float>::parse(v1);
+  CHECK(index.size() == 3);
+  CHECK(index.id(2) == 30);
+  CHECK(index.modality(1) == 1);
+  const auto hits = index.search(Matrix<float>::Zero(1, 2), 3);
+  CHECK(hits.ids(0, 0) == 10);
+  CHECK(hits.ids(0, 1) == 20);
+  CHECK(hits.scores(0, 2) == 25.0f);
 }

@@ -366,3 +366,26 @@ TEST_CASE("IvfIndex::add of 400k × 64 rows at nlist 4096 peaks below 3× the ro
   CHECK(index.size() == std::size_t(n));
 #endif
 }
+
+TEST_CASE_TEMPLATE("IvfIndex::map equals load; views survive add and remove by copying", T, float, double) {
+  const test::TempFile file("ivf_map.idx");
+  const Matrix<T> x = test::random_matrix<T>(2500, 12, 31);
+  IvfIndex<T> index(12, 10, Metric::inner_product);
+  index.train(x);
+  index.add(x);
+  index.save(file.path);
+  const Matrix<T> q = test::random_matrix<T>(30, 12, 32);
+  const IvfIndex<T> mapped = IvfIndex<T>::map(file.path);
+  for (std::size_t nprobe : {1, 4, 10}) {
+    const auto a = mapped.search(q, 5, {.nprobe = nprobe});
+    const auto b = index.search(q, 5, {.nprobe = nprobe});
+    CHECK(a.ids == b.ids);
+    CHECK(a.scores == b.scores);
+  }
+  CHECK(mapped.serialize() == index.serialize());
+  IvfIndex<T> changed = IvfIndex<T>::map(file.path, true);
+  CHECK(changed.remove_ids(std::vector<Index>{0, 1, 2}) == 3);
+  changed.add(x.topRows(3));
+  CHECK(changed.size() == index.size());
+  CHECK(IvfIndex<T>::load(file.path).serialize() == index.serialize());  // file untouched
+}

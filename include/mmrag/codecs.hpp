@@ -6,13 +6,18 @@
 ///
 /// `Storage::float32` keeps rows at the index's own scalar type T, uncompressed (float32 for
 /// `Index<float>`, float64 for `Index<double>`): the codec is the identity and search is exact.
-/// The compressed kinds (float16, bfloat16, int8) are declared here so that files and APIs
-/// carry them; an index constructed with one whose kernels are not built into this version
-/// throws std::invalid_argument naming the storage.
+/// The compressed kinds store fewer bytes per value; search is then exact *on the decoded
+/// rows* (the codes are the data), which approximate the added vectors within the format's
+/// rounding: float16 2^-11 relative, bfloat16 2^-8 relative, int8 (max - min) / 510 per
+/// dimension.
 ///
 /// Thread safety: a trained codec is immutable; encode/decode/score are const and reentrant.
 
+#include "mmrag/detail/intrinsics.hpp"  // first: silences GCC 12's own intrinsics header
+
+#include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
@@ -21,6 +26,9 @@
 
 #include "mmrag/config.hpp"
 #include "mmrag/detail/bytes.hpp"
+#include "mmrag/detail/bfloat16.hpp"
+#include "mmrag/detail/float16.hpp"
+#include "mmrag/detail/int8.hpp"
 
 namespace mmrag {
 
@@ -44,29 +52,75 @@ enum class Storage : std::uint32_t { float32 = 0, float16 = 1, bfloat16 = 2, int
 }
 
 /// Encodes rows of dimension `dim` into `code_size()` bytes each and back.
+/// - float32: the rows themselves (T values), exact.
+/// - float16 / bfloat16: IEEE half / brain float, round to nearest even; values beyond the
+///   format's range saturate (float16: ±65504). Rows are converted through float.
+/// - int8: SQ8 with per-dimension [min, max] trained on data (FAISS QT_8bit, RS_minmax); a
+///   value decodes to the nearest of 256 grid points, values outside the trained range clamp.
+///   Needs `train` (the indexes train it on their first data; see their docs).
+/// The kernels are in detail/float16.hpp, detail/bfloat16.hpp and detail/int8.hpp (one header
+/// per instruction family, chosen by the consumer's compile flags, portable fallbacks).
 template <class T>
 class Codec {
  public:
-  /// A codec for `dim`-dimensional rows. Throws std::invalid_argument for a storage this
-  /// version cannot encode.
+  /// A codec for `dim`-dimensional rows. Throws std::invalid_argument for an unknown storage.
   Codec(std::size_t dim, Storage storage) : dim_(dim), storage_(storage) {
-    if (storage != Storage::float32)
-      throw std::invalid_argument(std::string("mmrag::Codec: storage ") + to_string(storage) +
-                                  " is not available in this version (use Storage::float32)");
+    if (static_cast<std::uint32_t>(storage) > static_cast<std::uint32_t>(Storage::int8))
+      throw std::invalid_argument("mmrag::Codec: unknown storage " +
+                                  std::to_string(static_cast<std::uint32_t>(storage)));
   }
 
   [[nodiscard]] std::size_t dim() const noexcept { return dim_; }
   [[nodiscard]] Storage storage() const noexcept { return storage_; }
   /// Bytes one encoded row takes.
-  [[nodiscard]] std::size_t code_size() const noexcept { return dim_ * sizeof(T); }
+  [[nodiscard]] std::size_t code_size() const noexcept {
+    switch (storage_) {
+      case Storage::float16:
+      case Storage::bfloat16:
+        return 2 * dim_;
+      case Storage::int8:
+        return dim_;
+      default:
+        return dim_ * sizeof(T);
+    }
+  }
   /// True when stored rows are the T values themselves (decode is free and exact).
   [[nodiscard]] bool is_identity() const noexcept { return storage_ == Storage::float32; }
-  /// True when the codec needs `train` before `encode` (int8's per-dimension ranges).
-  [[nodiscard]] bool needs_training() const noexcept { return false; }
+  /// True when `encode` may be called: always, except int8 before `train`.
+  [[nodiscard]] bool is_trained() const noexcept {
+    return storage_ != Storage::int8 || sq8_.dim() == dim_;
+  }
 
-  /// Encodes n rows (n × dim, row-major, contiguous) into n × code_size() bytes.
-  void encode(const T* rows, std::size_t n, std::uint8_t* codes) const noexcept {
-    if (n > 0) std::memcpy(codes, rows, n * code_size());
+  /// Learns what the storage needs from n rows (n × dim, finite): int8's per-dimension ranges;
+  /// nothing for the others. Throws std::invalid_argument when n = 0 for int8.
+  void train(const T* rows, std::size_t n) {
+    if (storage_ != Storage::int8) return;
+    if (n == 0) throw std::invalid_argument("mmrag::Codec::train: int8 storage needs rows, got 0");
+    std::vector<float> f(n * dim_);
+    for (std::size_t i = 0; i < f.size(); ++i) f[i] = static_cast<float>(rows[i]);
+    sq8_ = detail::train_sq8(f.data(), n, dim_);
+  }
+
+  /// Encodes n rows (n × dim, row-major, contiguous) into n × code_size() bytes. Requires
+  /// is_trained().
+  void encode(const T* rows, std::size_t n, std::uint8_t* codes) const {
+    MMRAG_ASSERT(is_trained());
+    if (n == 0) return;
+    if (is_identity()) {
+      std::memcpy(codes, rows, n * code_size());
+      return;
+    }
+    const float* f = as_float(rows, n);
+    switch (storage_) {
+      case Storage::float16:
+        detail::encode_f16(f, n * dim_, reinterpret_cast<std::uint16_t*>(codes));
+        break;
+      case Storage::bfloat16:
+        detail::encode_bf16(f, n * dim_, reinterpret_cast<std::uint16_t*>(codes));
+        break;
+      default:
+        detail::encode_sq8(sq8_, f, n, codes);
+    }
   }
 
   /// Rows [0, n) of `codes` as T values: a pointer into `codes` itself for the identity codec,
@@ -80,16 +134,85 @@ class Codec {
   }
 
   /// Decodes n codes into n × dim T values.
-  void decode(const std::uint8_t* codes, std::size_t n, T* out) const noexcept {
-    if (n > 0) std::memcpy(out, codes, n * code_size());
+  void decode(const std::uint8_t* codes, std::size_t n, T* out) const {
+    if (n == 0) return;
+    if (is_identity()) {
+      std::memcpy(out, codes, n * code_size());
+      return;
+    }
+    float* f = std::is_same_v<T, float> ? reinterpret_cast<float*>(out) : float_scratch(n);
+    switch (storage_) {
+      case Storage::float16:
+        detail::decode_f16(reinterpret_cast<const std::uint16_t*>(codes), n * dim_, f);
+        break;
+      case Storage::bfloat16:
+        detail::decode_bf16(reinterpret_cast<const std::uint16_t*>(codes), n * dim_, f);
+        break;
+      default:
+        detail::decode_sq8(sq8_, codes, n, f);
+    }
+    if constexpr (!std::is_same_v<T, float>)
+      for (std::size_t i = 0; i < n * dim_; ++i) out[i] = static_cast<T>(f[i]);
   }
 
-  /// Bytes of codec parameters (0 for float32).
-  [[nodiscard]] std::size_t memory_bytes() const noexcept { return 0; }
+  /// Bytes of codec parameters (int8: two floats per dimension).
+  [[nodiscard]] std::size_t memory_bytes() const noexcept {
+    return (sq8_.vmin.capacity() + sq8_.vdiff.capacity()) * sizeof(float);
+  }
+
+  /// Appends the parameters: u64 trained flag, then for int8 dim × f32 vmin and dim × f32
+  /// vdiff, zero-padded to 8 bytes.
+  void write(std::vector<char>& out) const {
+    const bool has = storage_ == Storage::int8 && is_trained();
+    detail::append(out, static_cast<std::uint64_t>(has ? 1 : 0));
+    if (!has) return;
+    detail::append_raw(out, sq8_.vmin.data(), sizeof(float) * dim_);
+    detail::append_raw(out, sq8_.vdiff.data(), sizeof(float) * dim_);
+    out.resize((out.size() + 7) / 8 * 8, 0);
+  }
+
+  /// Reads what `write` wrote; throws std::runtime_error (via detail::fail) on a bad flag,
+  /// truncation, or ranges that are not finite and positive.
+  void read(detail::Cursor& c) {
+    const std::uint64_t at = c.offset();
+    const auto has = c.get<std::uint64_t>("codec flag");
+    if (has > 1 || (has == 1 && storage_ != Storage::int8))
+      detail::fail(c.path(), at, "bad codec parameter flag " + std::to_string(has));
+    if (has == 0) return;
+    c.need(2 * sizeof(float) * std::uint64_t(dim_), "int8 ranges");
+    detail::Sq8Params p;
+    p.vmin.resize(dim_);
+    p.vdiff.resize(dim_);
+    c.copy_to(p.vmin.data(), sizeof(float) * dim_, "int8 minima");
+    c.copy_to(p.vdiff.data(), sizeof(float) * dim_, "int8 ranges");
+    for (std::size_t j = 0; j < dim_; ++j)
+      if (!std::isfinite(p.vmin[j]) || !std::isfinite(p.vdiff[j]) || !(p.vdiff[j] > 0))
+        detail::fail(c.path(), at, "int8 range of dimension " + std::to_string(j) + " is invalid");
+    c.skip((8 - c.offset() % 8) % 8, "padding");
+    sq8_ = std::move(p);
+  }
 
  private:
+  /// T rows as float (a view for float, a converted copy for double).
+  const float* as_float(const T* rows, std::size_t n) const {
+    if constexpr (std::is_same_v<T, float>) {
+      (void)n;
+      return rows;
+    } else {
+      float* f = float_scratch(n);
+      for (std::size_t i = 0; i < n * dim_; ++i) f[i] = static_cast<float>(rows[i]);
+      return f;
+    }
+  }
+  float* float_scratch(std::size_t n) const {
+    thread_local std::vector<float> buf;  // per thread: codecs are shared by searching threads
+    buf.resize(n * dim_);
+    return buf.data();
+  }
+
   std::size_t dim_;
   Storage storage_;
+  detail::Sq8Params sq8_;  // int8 only, once trained
 };
 
 namespace detail {

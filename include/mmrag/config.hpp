@@ -2,9 +2,10 @@
 /// @file config.hpp
 /// Core aliases (Matrix, Vector, Index), the Metric enum and the MMRAG_ASSERT macro.
 
+#include "mmrag/detail/intrinsics.hpp"  // first: silences GCC 12's own intrinsics header
+
 #include <cassert>
 #include <cstdint>
-#include <string>
 
 #include <Eigen/Core>
 
@@ -38,8 +39,11 @@ using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>
 template <class T>
 using Vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
 
-/// Vector ids stored in indexes; -1 marks "no result".
+/// Vector ids stored in indexes (any value >= 0); -1 marks "no result". `Id` is the preferred
+/// name (FAISS's idx_t, usearch's key_t): it does not read like Eigen::Index, a row position.
+/// `Index` is the version-1 name and stays.
 using Index = std::int64_t;
+using Id = Index;
 
 /// How two embeddings are compared.
 /// - `inner_product`, `cosine`: similarities, higher is better.
@@ -64,12 +68,4 @@ enum class Metric { inner_product, cosine, l2 };
   return "unknown";
 }
 
-namespace detail {
-
-/// "<where>: <what> must be <expected>, got <got>" — the house format for argument errors.
-inline std::string arg_message(const char* where, const std::string& what) {
-  return std::string(where) + ": " + what;
-}
-
-}  // namespace detail
 }  // namespace mmrag

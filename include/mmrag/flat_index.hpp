@@ -10,6 +10,8 @@
 /// index at once. `add`, `remove_ids` and `clear` are not: never call them while another thread
 /// searches.
 
+#include "mmrag/detail/intrinsics.hpp"  // first: silences GCC 12's own intrinsics header
+
 #include <algorithm>
 #include <filesystem>
 #include <span>
@@ -25,6 +27,7 @@
 #include "mmrag/detail/persist.hpp"
 #include "mmrag/search/driver.hpp"
 #include "mmrag/search/types.hpp"
+#include "mmrag/similarity.hpp"
 #include "mmrag/store.hpp"
 
 namespace mmrag {
@@ -55,7 +58,10 @@ class FlatIndex : public detail::FileBacked<FlatIndex<T>, T> {
     detail::check_add<T>(where, vectors, dim_, ids, modalities);
     const auto n = static_cast<std::size_t>(vectors.rows());
     const detail::IdSequence id_of{ids, stats_.next_id};
+    Codec<T> codec = codec_;
+    if (!codec.is_trained() && n > 0) train_codec(codec, vectors);
     store_.reserve_more(n);  // after this nothing below can throw
+    codec_ = std::move(codec);
     detail::RowEncoder<T> enc(codec_, metric_);
     for (std::size_t r = 0; r < n; ++r) {
       T sq;
@@ -65,6 +71,27 @@ class FlatIndex : public detail::FileBacked<FlatIndex<T>, T> {
     }
     stats_.next_id = id_of.after(n);
   }
+
+  /// Trains the storage's codec on `sample` (n × dim; only int8 storage needs it: its
+  /// per-dimension ranges). Without it, the first `add` trains on its own rows; values added
+  /// later outside the trained ranges are clamped. Throws std::invalid_argument on a wrong
+  /// column count, NaN/Inf or an empty sample, or when the index already holds rows.
+  void train(const Eigen::Ref<const Matrix<T>>& sample) {
+    constexpr const char* where = "mmrag::FlatIndex::train";
+    detail::check_dim(where, "sample", sample.cols(), dim_);
+    detail::check_finite_rows(where, "sample", sample);
+    if (size() > 0)
+      throw std::invalid_argument(std::string(where) + ": the index already holds " +
+                                  std::to_string(size()) + " rows");
+    if (sample.rows() == 0) throw std::invalid_argument(std::string(where) + ": sample is empty");
+    Codec<T> codec = codec_;
+    train_codec(codec, sample);
+    codec_ = std::move(codec);
+  }
+
+  /// True when rows can be added without training (always, except int8 storage before its
+  /// first `train` or `add`).
+  [[nodiscard]] bool is_trained() const noexcept { return codec_.is_trained(); }
 
   /// The k best stored items for each query. queries: nq × dim, row-major. Returns Hits with
   /// nq × k ids and scores (similarities, or squared distances for l2), best first, ties to the
@@ -93,12 +120,13 @@ class FlatIndex : public detail::FileBacked<FlatIndex<T>, T> {
 
   // ---- persistence --------------------------------------------------------------------------
   //
-  // File format, version 1, little-endian: the 24-byte header of detail/persist.hpp (magic
+  // File format, version 2, little-endian: the 24-byte header of detail/persist.hpp (magic
   // "MMRAGFLT"), u64 dim, then the rows as VectorStore::write_counted writes them (u64 size,
-  // size × i64 ids, size × u8 modality, size × code_size code bytes — float32 storage: dim
-  // scalars of T), then the u64 checksum.
+  // ids, norms, modality tags, codes 64-byte aligned — float32 storage: dim scalars of T), then
+  // the u64 checksum. Version-1 files (no norms, no alignment) still load.
 
-  // serialize(), parse(bytes, path), save(path) and load(path) come from detail::FileBacked.
+  // serialize(), parse(bytes, path), save(path), load(path) and map(path, verify) — a read-only
+  // view of a saved file, searched in place — come from detail::FileBacked (store.hpp).
 
 
   /// Removes everything (dimension, metric and storage stay; ids keep counting).
@@ -131,14 +159,25 @@ class FlatIndex : public detail::FileBacked<FlatIndex<T>, T> {
   static constexpr Eigen::Index kQueryBlock = 256;  // queries per GEMM block (one task)
   friend struct detail::FileBacked<FlatIndex, T>;
   static constexpr char kMagic[9] = "MMRAGFLT";
-  static constexpr std::uint32_t kVersion = 1;
+  static constexpr std::uint32_t kVersion = 2;  // 2: aligned rows with norms (mappable)
   static constexpr const char* kKind = "FlatIndex";
 
-  void write_body(std::vector<char>& out) const { store_.write_counted(out); }
-  static FlatIndex read_body(detail::Cursor& c, const detail::FileHeader& h) {
+  void write_body(std::vector<char>& out) const {
+    codec_.write(out);
+    store_.write_counted(out);
+  }
+  // The codec learns from the rows as they will be stored (normalized for cosine).
+  void train_codec(Codec<T>& codec, const Eigen::Ref<const Matrix<T>>& rows) const {
+    Matrix<T> prepared = rows;
+    if (metric_ == Metric::cosine) normalize_rows(prepared);
+    codec.train(prepared.data(), static_cast<std::size_t>(prepared.rows()));
+  }
+  static FlatIndex read_body(detail::Cursor& c, const detail::FileHeader& h,
+                             const StoreReadMode& mode) {
     FlatIndex index(static_cast<std::size_t>(h.dim), h.metric,
                     detail::storage_from_code(h.storage, c.path()));
-    index.store_.read_counted(c, index.codec_, "vectors");
+    if (h.version >= 2) index.codec_.read(c);
+    index.store_.read_counted(c, index.codec_, "vectors", mode);
     index.stats_.include(index.store_);
     return index;
   }

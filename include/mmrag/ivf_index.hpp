@@ -9,6 +9,8 @@
 /// any number of threads may search one index at once. `train`, `add`, `remove_ids` and
 /// `clear` are not: never call them while another thread searches.
 
+#include "mmrag/detail/intrinsics.hpp"  // first: silences GCC 12's own intrinsics header
+
 #include <algorithm>
 #include <filesystem>
 #include <span>
@@ -46,7 +48,8 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
       : dim_(check_positive(dim, "dim")), nlist_(check_positive(nlist, "nlist")), metric_(metric),
         codec_(dim, storage), lists_(nlist, VectorStore<T>(codec_.code_size())) {}
 
-  /// Learns the nlist centroids from `sample` (n × dim, n >= nlist) with k-means. Fields of
+  /// Learns the nlist centroids from `sample` (n × dim, n >= nlist) with k-means, and the
+  /// storage's codec parameters (int8: per-dimension ranges) from the same rows. Fields of
   /// `params` left unset take IVF's defaults: 10 iterations (as FAISS's IVF training) and
   /// spherical k-means for the cosine metric; fields that are set are used as given.
   /// Throws std::invalid_argument on a wrong column count, nlist > n, NaN/Inf, or when the
@@ -74,7 +77,17 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
     } else {
       km = kmeans<T>(sample, nlist_, params);
     }
+    Codec<T> codec = codec_;
+    if (metric_ == Metric::cosine) {
+      Matrix<T> s = sample;
+      normalize_rows(s);
+      codec.train(s.data(), static_cast<std::size_t>(s.rows()));
+    } else {
+      const Matrix<T> s = sample;  // contiguous rows
+      codec.train(s.data(), static_cast<std::size_t>(s.rows()));
+    }
     Vector<T> sq = km.centroids.rowwise().squaredNorm();
+    codec_ = std::move(codec);  // nothing below throws
     centroids_.swap(km.centroids);
     centroid_sq_.swap(sq);
   }
@@ -230,33 +243,39 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
 
   // ---- persistence --------------------------------------------------------------------------
   //
-  // File format, version 1, little-endian: the 24-byte header of detail/persist.hpp (magic
-  // "MMRAGIVF"), u64 dim, u64 nlist, u64 size, u8 trained, centroids (nlist × dim scalars of T,
-  // when trained), then per list: u64 count, count × i64 ids, count × u8 modality,
-  // count × code_size code bytes; then the u64 checksum.
+  // File format, version 2, little-endian: the 24-byte header of detail/persist.hpp (magic
+  // "MMRAGIVF"), u64 dim, u64 nlist, u64 size, u64 trained, centroids (nlist × dim scalars of
+  // T, when trained), then per list the rows as VectorStore::write_counted writes them (count,
+  // ids, norms, modality tags, 64-byte aligned codes); then the u64 checksum. Version-1 files
+  // (u8 trained flag, rows without norms or alignment) still load.
 
-  // serialize(), parse(bytes, path), save(path) and load(path) come from detail::FileBacked.
+  // serialize(), parse(bytes, path), save(path), load(path) and map(path, verify) — a read-only
+  // view of a saved file, searched in place — come from detail::FileBacked (store.hpp).
 
  private:
   friend struct detail::FileBacked<IvfIndex, T>;
   static constexpr char kMagic[9] = "MMRAGIVF";
-  static constexpr std::uint32_t kVersion = 1;
+  static constexpr std::uint32_t kVersion = 2;  // 2: aligned sections with norms (mappable)
   static constexpr const char* kKind = "IvfIndex";
 
   void write_body(std::vector<char>& out) const {
     detail::append(out, static_cast<std::uint64_t>(nlist_));
     detail::append(out, static_cast<std::uint64_t>(size_));
-    detail::append(out, static_cast<std::uint8_t>(is_trained() ? 1 : 0));
+    detail::append(out, static_cast<std::uint64_t>(is_trained() ? 1 : 0));
     if (is_trained()) detail::append_raw(out, centroids_.data(), sizeof(T) * nlist_ * dim_);
+    out.resize((out.size() + 7) / 8 * 8, 0);  // what follows starts 8-byte aligned
+    codec_.write(out);
     for (const auto& l : lists_) l.write_counted(out);
   }
 
-  static IvfIndex read_body(detail::Cursor& c, const detail::FileHeader& h) {
+  static IvfIndex read_body(detail::Cursor& c, const detail::FileHeader& h,
+                            const StoreReadMode& mode) {
     const std::filesystem::path& path = c.path();
     const std::uint64_t dim = h.dim;
     const auto nlist = c.get<std::uint64_t>("nlist");
     const auto total = c.get<std::uint64_t>("size");
-    const auto trained = c.get<std::uint8_t>("trained flag");
+    const std::uint64_t trained =
+        h.version == 1 ? c.get<std::uint8_t>("trained flag") : c.get<std::uint64_t>("trained flag");
     const std::uint64_t left = c.left();
     if (trained > 1)
       detail::fail(path, 48, "trained flag must be 0 or 1, got " + std::to_string(trained));
@@ -275,10 +294,14 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
       if (!index.centroids_.allFinite()) detail::fail(path, c.offset(), "centroids hold NaN or Inf");
       index.centroid_sq_ = index.centroids_.rowwise().squaredNorm();
     }
+    if (h.version >= 2) {
+      c.skip((8 - c.offset() % 8) % 8, "padding");
+      index.codec_.read(c);
+    }
     std::uint64_t seen = 0;
     for (std::uint64_t l = 0; l < nlist; ++l) {
       VectorStore<T>& list = index.lists_[static_cast<std::size_t>(l)];
-      list.read_counted(c, index.codec_, "list " + std::to_string(l));
+      list.read_counted(c, index.codec_, "list " + std::to_string(l), mode);
       index.stats_.include(list);
       seen += list.size();
     }
@@ -316,21 +339,24 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
   }
 
   /// Visits, for the queries of one block, their cells (`probes`: nb × p, -1 = none): the
-  /// block's queries are inverted by cell so that each cell is scanned once for all of its
-  /// visitors.
+  /// (cell, query) pairs are sorted by cell so that each cell is scanned once for all of its
+  /// visitors — no nlist-sized scratch, so a single query costs O(p), whatever nlist is.
   void scan_cells(const detail::QueryBlock<T>& qb, const Index* probes, std::size_t p,
                   detail::Scanner<T>& scanner) const {
-    std::vector<std::vector<Eigen::Index>> by_cell(nlist_);
+    std::vector<std::pair<Index, Eigen::Index>> visits;
+    visits.reserve(qb.nb * p);
     for (std::size_t i = 0; i < qb.nb; ++i)
-      for (std::size_t j = 0; j < p; ++j) {
-        const Index c = probes[i * p + j];
-        if (c >= 0) by_cell[static_cast<std::size_t>(c)].push_back(static_cast<Eigen::Index>(i));
-      }
-    for (std::size_t l = 0; l < nlist_; ++l) {
-      auto& who = by_cell[l];
-      if (who.empty() || lists_[l].empty()) continue;
-      who.erase(std::unique(who.begin(), who.end()), who.end());  // a cell listed twice
-      scanner.scan(qb, who, detail::block_of(lists_[l]));
+      for (std::size_t j = 0; j < p; ++j)
+        if (probes[i * p + j] >= 0) visits.emplace_back(probes[i * p + j], static_cast<Eigen::Index>(i));
+    std::sort(visits.begin(), visits.end());
+    visits.erase(std::unique(visits.begin(), visits.end()), visits.end());  // a cell listed twice
+    std::vector<Eigen::Index> who;
+    for (std::size_t v = 0; v < visits.size();) {
+      const Index cell = visits[v].first;
+      who.clear();
+      for (; v < visits.size() && visits[v].first == cell; ++v) who.push_back(visits[v].second);
+      const VectorStore<T>& list = lists_[static_cast<std::size_t>(cell)];
+      if (!list.empty()) scanner.scan(qb, who, detail::block_of(list));
     }
   }
 

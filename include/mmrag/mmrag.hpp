@@ -22,4 +22,5 @@
 #include "mmrag/search/driver.hpp"
 #include "mmrag/flat_index.hpp"
 #include "mmrag/ivf_index.hpp"
+#include "mmrag/hnsw_index.hpp"
 #include "mmrag/multimodal.hpp"

@@ -6,9 +6,12 @@
 /// Thread safety: `compose` and `mine_hard_negatives` are reentrant (the index is only
 /// searched). A `ModalityNames` object is not synchronized: fill it before sharing it.
 
+#include "mmrag/detail/intrinsics.hpp"  // first: silences GCC 12's own intrinsics header
+
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -80,10 +83,14 @@ class ModalityNames {
 
 /// One term of a composed query: an embedding and its weight (negative weights subtract).
 template <class T>
-struct Term {
+struct ComposeTerm {
   std::span<const T> embedding;
   T weight = T(1);
 };
+
+/// The version-1 name of ComposeTerm.
+template <class T>
+using Term = ComposeTerm<T>;
 
 /// Embedding arithmetic: normalize(sum_i w_i · normalize(e_i)), returned as a 1 × d query
 /// usable with every index. Each input is normalized first, so its scale does not matter and
@@ -92,7 +99,7 @@ struct Term {
 /// Throws std::invalid_argument on an empty composition, terms of different sizes or size 0,
 /// a zero or non-finite embedding or weight, or weights that cancel to a zero vector.
 template <class T>
-[[nodiscard]] Matrix<T> compose(std::span<const Term<T>> terms) {
+[[nodiscard]] Matrix<T> compose(std::span<const ComposeTerm<T>> terms) {
   constexpr const char* where = "mmrag::compose";
   if (terms.empty())
     throw std::invalid_argument(std::string(where) +
@@ -125,8 +132,8 @@ template <class T>
 }
 
 template <class T>
-[[nodiscard]] Matrix<T> compose(std::initializer_list<Term<T>> terms) {
-  return compose<T>(std::span<const Term<T>>(terms.begin(), terms.size()));
+[[nodiscard]] Matrix<T> compose(std::initializer_list<ComposeTerm<T>> terms) {
+  return compose<T>(std::span<const ComposeTerm<T>>(terms.begin(), terms.size()));
 }
 
 /// Options of `mine_hard_negatives`.

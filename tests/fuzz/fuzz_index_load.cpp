@@ -3,6 +3,9 @@
 // out of bounds.
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <memory>
+#include <span>
 #include <stdexcept>
 #include <vector>
 
@@ -32,6 +35,26 @@ static void try_parse_flat(const std::vector<char>& bytes) {
   }
 }
 
+// The view path (what map runs): the same bytes viewed in place from an 8-byte aligned buffer.
+template <class Index>
+static void try_view(const std::uint8_t* data, std::size_t size) {
+  auto buffer = std::make_shared<std::vector<std::uint64_t>>((size + 7) / 8);
+  if (size > 0) std::memcpy(buffer->data(), data, size);
+  const std::span<const char> bytes(reinterpret_cast<const char*>(buffer->data()), size);
+  for (bool verify : {false, true}) {
+    try {
+      const auto index = Index::view(bytes, buffer, "<fuzz>", verify);
+      const mmrag::Matrix<typename Index::Scalar> q =
+          mmrag::Matrix<typename Index::Scalar>::Zero(1, static_cast<Eigen::Index>(index.dim()));
+      if constexpr (requires { index.is_trained(); }) {
+        if (!index.is_trained()) continue;
+      }
+      (void)index.search(q, 3);
+    } catch (const std::runtime_error&) {
+    }
+  }
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::vector<char> bytes(reinterpret_cast<const char*>(data),
                                 reinterpret_cast<const char*>(data) + size);
@@ -39,5 +62,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try_parse<double>(bytes);
   try_parse_flat<float>(bytes);
   try_parse_flat<double>(bytes);
+  try_view<mmrag::FlatIndex<float>>(data, size);
+  try_view<mmrag::IvfIndex<float>>(data, size);
   return 0;
 }

@@ -5,6 +5,8 @@
 /// GEMM one block of rows at a time, so the n × k score matrix never exists: the scratch is
 /// kRows × k per thread. Not API: namespace mmrag::detail.
 
+#include "mmrag/detail/intrinsics.hpp"  // first: silences GCC 12's own intrinsics header
+
 #include <algorithm>
 #include <cstddef>
 #include <vector>
@@ -31,7 +33,7 @@ void nearest_centroids(const Eigen::Ref<const Matrix<T>>& x, const Eigen::Ref<co
   const Eigen::Index n = x.rows(), k = c.rows();
   MMRAG_ASSERT(p >= 1 && static_cast<Eigen::Index>(p) <= k);
   const Eigen::Index blocks = (n + kNearestBlockRows - 1) / kNearestBlockRows;
-  const long long work = static_cast<long long>(n) * k * x.cols();
+  [[maybe_unused]] const long long work = static_cast<long long>(n) * k * x.cols();
   MMRAG_OMP(parallel for schedule(dynamic) if (blocks > 1 && work > kParallelWork))
   for (Eigen::Index bi = 0; bi < blocks; ++bi) {
     const Eigen::Index b0 = bi * kNearestBlockRows;

@@ -39,6 +39,7 @@ inline const char* scalar_name(std::uint32_t code) noexcept {
 
 /// What read_header found.
 struct FileHeader {
+  std::uint32_t version;
   Metric metric;
   std::uint32_t storage;  ///< raw code: the index checks it against its codecs
   std::uint64_t dim = 0;  ///< read by read_index_start only
@@ -63,22 +64,24 @@ inline void write_checksum(std::vector<char>& out) { append(out, checksum(out.da
 /// leaving `c` after the header. `kind` names the index in messages.
 template <class T>
 FileHeader read_header(Cursor& c, std::span<const char> bytes, const char* magic,
-                       std::uint32_t version, const char* kind) {
+                       std::uint32_t version, const char* kind, bool verify_checksum = true) {
   const std::filesystem::path& path = c.path();
   char found[8];
   c.copy_to(found, 8, "magic");
   if (std::memcmp(found, magic, 8) != 0)
     fail(path, 0, std::string("not an mmrag ") + kind + " file (bad magic)");
   const auto v = c.get<std::uint32_t>("version");
-  if (v != version)
+  if (v == 0 || v > version)
     fail(path, 8,
-         "unsupported version " + std::to_string(v) + " (this build reads " +
+         "unsupported version " + std::to_string(v) + " (this build reads 1 to " +
              std::to_string(version) + ")");
   if (bytes.size() < kHeaderBytes + 8) fail(path, bytes.size(), "truncated: no checksum");
-  std::uint64_t stored;
-  std::memcpy(&stored, bytes.data() + bytes.size() - 8, 8);
-  if (stored != checksum(bytes.data(), bytes.size() - 8))
-    fail(path, bytes.size() - 8, "checksum mismatch: the file is corrupt or truncated");
+  if (verify_checksum) {
+    std::uint64_t stored;
+    std::memcpy(&stored, bytes.data() + bytes.size() - 8, 8);
+    if (stored != checksum(bytes.data(), bytes.size() - 8))
+      fail(path, bytes.size() - 8, "checksum mismatch: the file is corrupt or truncated");
+  }
   const auto scalar = c.get<std::uint32_t>("scalar type");
   if (scalar != scalar_code<T>())
     fail(path, 12,
@@ -89,7 +92,7 @@ FileHeader read_header(Cursor& c, std::span<const char> bytes, const char* magic
   if (metric > static_cast<std::uint32_t>(Metric::l2))
     fail(path, 16, "unknown metric " + std::to_string(metric));
   const auto storage = c.get<std::uint32_t>("storage");
-  return {static_cast<Metric>(metric), storage};
+  return {v, static_cast<Metric>(metric), storage};
 }
 
 /// Every index file starts with the header and then u64 dim.
@@ -104,52 +107,12 @@ void write_index_start(std::vector<char>& out, const char* magic, std::uint32_t 
 /// [1, 2^32].
 template <class T>
 FileHeader read_index_start(Cursor& c, std::span<const char> bytes, const char* magic,
-                            std::uint32_t version, const char* kind) {
-  FileHeader h = read_header<T>(c, bytes, magic, version, kind);
+                            std::uint32_t version, const char* kind, bool verify_checksum = true) {
+  FileHeader h = read_header<T>(c, bytes, magic, version, kind, verify_checksum);
   h.dim = c.get<std::uint64_t>("dim");
   if (h.dim == 0 || h.dim > (std::uint64_t(1) << 32))
     fail(c.path(), kHeaderBytes, "dim " + std::to_string(h.dim) + " is out of range");
   return h;
 }
-
-/// serialize / parse / save / load for an index (CRTP). The index provides kMagic, kVersion,
-/// kKind, metric(), storage(), dim(), `write_body(out)` (what follows dim) and
-/// `static Index read_body(Cursor&, const FileHeader&)`; this writes and checks the header,
-/// dim and the trailing checksum around them.
-template <class Index, class T>
-struct FileBacked {
-  /// The bytes `save` writes, as a buffer (for sending over a network or storing in a blob).
-  [[nodiscard]] std::vector<char> serialize() const {
-    const Index& self = static_cast<const Index&>(*this);
-    std::vector<char> out;
-    write_index_start<T>(out, Index::kMagic, Index::kVersion, self.metric(),
-                         static_cast<std::uint32_t>(self.storage()), self.dim());
-    self.write_body(out);
-    write_checksum(out);
-    return out;
-  }
-  /// Rebuilds an index from `serialize` / `save` bytes. Verifies the checksum first, then the
-  /// magic, version, scalar type (must be T's), metric, storage, every size against the bytes
-  /// present, ids, modality tags and finiteness. Throws std::runtime_error naming `path` and the
-  /// offset on a truncated, corrupt or mismatched input; never reads out of bounds.
-  [[nodiscard]] static Index parse(std::span<const char> bytes,
-                                   const std::filesystem::path& path = "<memory>") {
-    Cursor c(bytes, path);
-    const FileHeader h = read_index_start<T>(c, bytes, Index::kMagic, Index::kVersion, Index::kKind);
-    Index index = Index::read_body(c, h);
-    if (c.left() != 8)
-      fail(path, c.offset(),
-           "expected the 8-byte checksum here, found " + std::to_string(c.left()) + " bytes");
-    return index;
-  }
-  /// Writes `serialize()` to `path`. Throws std::runtime_error naming the file and OS reason.
-  void save(const std::filesystem::path& path) const {
-    write_all(path, static_cast<const Index&>(*this).serialize());
-  }
-  /// Reads a file written by `save`, with every check of `parse`.
-  [[nodiscard]] static Index load(const std::filesystem::path& path) {
-    return parse(read_all(path), path);
-  }
-};
 
 }  // namespace mmrag::detail

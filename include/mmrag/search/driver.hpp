@@ -18,6 +18,8 @@
 /// batch; on embedding-like data the bound admits only a few extra candidates.
 /// Not API: namespace mmrag::detail.
 
+#include "mmrag/detail/intrinsics.hpp"  // first: silences GCC 12's own intrinsics header
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -290,7 +292,7 @@ template <class T, class Plan>
 
   const Eigen::Index blocks = (nq + s.query_block - 1) / s.query_block;
   // One rule for going parallel: more than one block and enough work to pay for the threads.
-  const double work = double(nq) * double(s.size) * double(s.dim);
+  [[maybe_unused]] const double work = double(nq) * double(s.size) * double(s.dim);
   MMRAG_OMP(parallel for schedule(dynamic) if (blocks > 1 && work > double(kParallelWork)))
   for (Eigen::Index bi = 0; bi < blocks; ++bi) {
     const Eigen::Index first_q = bi * s.query_block;
@@ -313,7 +315,9 @@ template <class T, class Plan>
       ranked.clear();
       for (const Candidate<T>& c : tops[i].settle()) {
         s.codec->decode(c.code, 1, row.data());
-        ranked.emplace_back(exact_key<T>(qi, row.data(), s.dim, s.metric), c.id);
+        const double key = exact_key<T>(qi, row.data(), s.dim, s.metric);
+        // NaN only from a mapped file's unchecked rows: rank it last, keep the sort well-defined.
+        ranked.emplace_back(std::isnan(key) ? std::numeric_limits<double>::infinity() : key, c.id);
       }
       const std::size_t keep = std::min(k, ranked.size());
       std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(keep),

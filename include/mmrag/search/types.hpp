@@ -5,6 +5,8 @@
 /// per-shard results (`merge_hits`, as FAISS's `merge_knn_results`) and the `SearchIndex`
 /// concept that code generic over indexes checks against.
 
+#include "mmrag/detail/intrinsics.hpp"  // first: silences GCC 12's own intrinsics header
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
