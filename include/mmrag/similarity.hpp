@@ -6,6 +6,8 @@
 ///
 /// Thread safety: every function here is reentrant; none keeps state.
 
+#include "mmrag/detail/intrinsics.hpp"  // first: silences GCC 12's own intrinsics header
+
 #include <cmath>
 #include <cstddef>
 #include <span>

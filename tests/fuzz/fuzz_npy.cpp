@@ -1,7 +1,9 @@
-// libFuzzer target: io::parse_npy on arbitrary bytes, for every supported dtype.
+// libFuzzer target: io::parse_npy on arbitrary bytes, for every supported dtype, and
+// io::parse_npy_as (float32 <-> float64 conversion) for float and double.
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "mmrag/io.hpp"
@@ -11,6 +13,12 @@ static void try_parse(const std::vector<char>& bytes) {
   try {
     (void)mmrag::io::parse_npy<T>(bytes);
   } catch (const std::runtime_error&) {
+  }
+  if constexpr (std::is_floating_point_v<T>) {
+    try {
+      (void)mmrag::io::parse_npy_as<T>(bytes);
+    } catch (const std::runtime_error&) {
+    }
   }
 }
 

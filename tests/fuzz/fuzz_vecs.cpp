@@ -1,4 +1,4 @@
-// libFuzzer target: io::parse_fvecs / parse_ivecs / read_idx_bytes on arbitrary bytes.
+// libFuzzer target: io::parse_fvecs / parse_ivecs / parse_idx on arbitrary bytes.
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
@@ -18,7 +18,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   } catch (const std::runtime_error&) {
   }
   try {
-    (void)mmrag::io::read_idx_bytes(bytes, "<fuzz>");
+    (void)mmrag::io::parse_idx(bytes, "<fuzz>");
   } catch (const std::runtime_error&) {
   }
   return 0;

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "mmrag/flat_index.hpp"
+#include "mmrag/io.hpp"
 #include "mmrag/ivf_index.hpp"
 
 int main(int argc, char** argv) {
@@ -30,6 +31,20 @@ int main(int argc, char** argv) {
   mmrag::Matrix<std::int64_t> ids(2, 2);
   ids << 1, 2, 3, 4;
   mmrag::io::write_npy(root / "npy" / "i8.npy", ids);
+  // Shapes beyond Eigen's index range that hold no data (regressions: must be rejected).
+  for (const char* shape : {"(9223372036854775808, 0)", "(4611686018427387904, 0)"}) {
+    std::string header =
+        std::string("{'descr': '<f4', 'fortran_order': False, 'shape': ") + shape + ", }";
+    while ((10 + header.size() + 1) % 64) header.push_back(' ');
+    header.push_back('\n');
+    std::ofstream npy(
+        root / "npy" / (std::string("empty_") + (shape[1] == '9' ? "2e63" : "2e62") + ".npy"),
+        std::ios::binary);
+    npy.write("\x93NUMPY\x01\x00", 8);
+    const char len[2] = {char(header.size() & 0xff), char(header.size() >> 8)};
+    npy.write(len, 2);
+    npy.write(header.data(), static_cast<std::streamsize>(header.size()));
+  }
   mmrag::io::write_fvecs(root / "vecs" / "a.fvecs", x);
   mmrag::io::write_ivecs(root / "vecs" / "a.ivecs",
                          mmrag::Matrix<std::int32_t>(x.cast<std::int32_t>()));

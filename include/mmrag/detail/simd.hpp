@@ -10,6 +10,10 @@
 #include <cstddef>
 #include <type_traits>
 
+// First, before xsimd pulls in <immintrin.h>: GCC 12's false -Wuninitialized alarms, silenced
+// for the intrinsics header's text only.
+#include "mmrag/detail/intrinsics.hpp"
+
 #include <xsimd/xsimd.hpp>
 
 namespace mmrag::detail {
