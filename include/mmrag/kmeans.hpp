@@ -6,6 +6,8 @@
 ///
 /// Thread safety: reentrant (no state). Parallel over row blocks with OpenMP.
 
+#include "mmrag/detail/intrinsics.hpp"  // first: silences GCC 12's own intrinsics header
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -16,6 +18,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <Eigen/Core>
@@ -72,7 +75,7 @@ void assign_nearest(const Eigen::Ref<const Matrix<T>>& x, const Vector<T>& x_sq,
   best.assign(n, 0);
   std::vector<T> key(n);
   const Vector<T> c_sq = c.rowwise().squaredNorm();
-  nearest_centroids<T>(x, c, c_sq, spherical, 1, best.data(), key.data());
+  if (n > 0) nearest_centroids<T>(x, c, c_sq, spherical, 1, best.data(), key.data());
   cost.assign(n, 0.0);
   for (std::size_t i = 0; i < n; ++i) {
     const auto xi = static_cast<Eigen::Index>(i);
@@ -88,9 +91,160 @@ inline void normalize_centroids(Matrix<double>& c) {
   }
 }
 
+// The steps of `kmeans`, shared with mpi::kmeans (mmrag/mpi.hpp) so that k-means over rows split
+// across processes makes exactly the same random choices as one process on all the rows.
+
+/// The random source of every choice k-means makes (one per run, seeded by KMeansParams::seed).
+struct KMeansRng {
+  std::mt19937_64 engine;
+  explicit KMeansRng(std::uint64_t seed) : engine(seed) {}
+  std::size_t uniform_index(std::size_t n) { return static_cast<std::size_t>(engine() % n); }
+  double uniform01() { return double(engine() >> 11) * 0x1.0p-53; }
+};
+
+/// True when `sample_rows(n, limit)` keeps every row (and draws no random number).
+[[nodiscard]] inline bool samples_all(std::size_t n, std::size_t limit) noexcept {
+  return limit == 0 || limit >= n;
+}
+
+/// A uniformly random subset of `limit` of the rows 0..n-1, in increasing order (a partial
+/// Fisher-Yates shuffle, kept sparse: O(limit) memory whatever n), or all rows when
+/// samples_all(n, limit).
+[[nodiscard]] inline std::vector<Index> sample_rows(KMeansRng& rng, std::size_t n,
+                                                    std::size_t limit) {
+  std::vector<Index> rows;
+  if (samples_all(n, limit)) {
+    rows.resize(n);
+    std::iota(rows.begin(), rows.end(), Index(0));
+    return rows;
+  }
+  // The shuffled array is the identity except at the positions recorded in `moved`.
+  std::unordered_map<std::size_t, std::size_t> moved;
+  auto at = [&moved](std::size_t i) {
+    const auto it = moved.find(i);
+    return it == moved.end() ? i : it->second;
+  };
+  rows.resize(limit);
+  for (std::size_t i = 0; i < limit; ++i) {
+    const std::size_t j = i + rng.uniform_index(n - i);
+    const std::size_t vi = at(i), vj = at(j);
+    rows[i] = static_cast<Index>(vj);
+    moved[j] = vi;  // position i is never read again
+  }
+  std::sort(rows.begin(), rows.end());
+  return rows;
+}
+
+/// k-means++ seeding (Arthur & Vassilvitskii, 2007) on the rows xi (m × d, already normalized
+/// when spherical): the first centroid uniformly at random, each next one with probability
+/// ∝ D(x)², the squared distance to the nearest centroid so far. Returns k × d (normalized when
+/// spherical).
+template <class T>
+[[nodiscard]] Matrix<double> kmeans_plus_plus(const Matrix<T>& xi, std::size_t k, bool spherical,
+                                              KMeansRng& rng) {
+  const auto m = static_cast<std::size_t>(xi.rows());
+  const auto d = static_cast<std::size_t>(xi.cols());
+  Matrix<double> centroids(static_cast<Eigen::Index>(k), xi.cols());
+  std::vector<double> d2(m, std::numeric_limits<double>::infinity());
+  std::vector<T> dist(m);
+  std::size_t pick = rng.uniform_index(m);
+  for (std::size_t c = 0; c < k; ++c) {
+    centroids.row(static_cast<Eigen::Index>(c)) =
+        xi.row(static_cast<Eigen::Index>(pick)).template cast<double>();
+    one_to_many<T>(xi.row(static_cast<Eigen::Index>(pick)).data(), xi.data(), m, d, d, Metric::l2,
+                   dist.data());
+    double total = 0;
+    for (std::size_t i = 0; i < m; ++i) total += (d2[i] = std::min(d2[i], double(dist[i])));
+    if (c + 1 == k) break;
+    if (total > 0) {
+      double target = rng.uniform01() * total;
+      pick = m - 1;
+      for (std::size_t i = 0; i < m; ++i)
+        if ((target -= d2[i]) < 0 && d2[i] > 0) {
+          pick = i;
+          break;
+        }
+      while (d2[pick] == 0 && pick > 0) --pick;  // rounding at the end: take a point with D > 0
+    } else {
+      pick = rng.uniform_index(m);  // every point coincides with a centroid: duplicates are fine
+    }
+  }
+  if (spherical) normalize_centroids(centroids);
+  return centroids;
+}
+
+/// Per-cluster sums (k × d, double) and counts of the rows x (n × d) assigned by `best`: the
+/// statistics a Lloyd update needs (mpi::kmeans sums them over the ranks).
+template <class T>
+void cluster_sums(const Eigen::Ref<const Matrix<T>>& x, const std::vector<Index>& best,
+                  std::size_t k, Matrix<double>& sums, std::vector<std::int64_t>& counts) {
+  sums.setZero(static_cast<Eigen::Index>(k), x.cols());
+  counts.assign(k, 0);
+  for (Eigen::Index i = 0; i < x.rows(); ++i) {
+    const auto j = static_cast<Eigen::Index>(best[static_cast<std::size_t>(i)]);
+    sums.row(j) += x.row(i).template cast<double>();
+    ++counts[static_cast<std::size_t>(j)];
+  }
+}
+
+/// Number of clusters with no point.
+[[nodiscard]] inline std::size_t empty_clusters(const std::vector<std::int64_t>& counts) {
+  return static_cast<std::size_t>(std::count(counts.begin(), counts.end(), std::int64_t(0)));
+}
+
+/// Positions of the `m` rows of largest cost, largest first, ties to the smaller position.
+[[nodiscard]] inline std::vector<std::size_t> costliest(const std::vector<double>& cost,
+                                                        std::size_t m) {
+  std::vector<std::size_t> order(cost.size());
+  std::iota(order.begin(), order.end(), std::size_t(0));
+  m = std::min(m, order.size());
+  std::partial_sort(
+      order.begin(), order.begin() + static_cast<std::ptrdiff_t>(m), order.end(),
+      [&](std::size_t a, std::size_t b) { return cost[a] != cost[b] ? cost[a] > cost[b] : a < b; });
+  order.resize(m);
+  return order;
+}
+
+/// The Lloyd update: each centroid becomes the mean of its points (renormalized when
+/// spherical). Empty clusters take the points that cost the most, farthest first (`far`: one
+/// row per empty cluster, in order, as from `costliest`): each such point then costs 0, so the
+/// objective still cannot increase.
+inline void update_centroids(const Matrix<double>& sums, const std::vector<std::int64_t>& counts,
+                             const Matrix<double>& far, bool spherical, Matrix<double>& centroids) {
+  Eigen::Index next_far = 0;
+  for (std::size_t j = 0; j < counts.size(); ++j) {
+    const auto r = static_cast<Eigen::Index>(j);
+    if (counts[j] > 0)
+      centroids.row(r) = sums.row(r) / double(counts[j]);
+    else
+      centroids.row(r) = far.row(std::min(next_far++, far.rows() - 1));
+  }
+  if (spherical) normalize_centroids(centroids);
+}
+
+/// Resolved iteration count and spherical flag of `params` for `kmeans`.
+[[nodiscard]] inline std::size_t kmeans_iterations(const KMeansParams& p) {
+  return p.iterations.value_or(25);
+}
+[[nodiscard]] inline bool kmeans_spherical(const KMeansParams& p) {
+  return p.spherical.value_or(false);
+}
+
+/// True when the objective improved by less than `params.tolerance` (relative) at iteration it.
+[[nodiscard]] inline bool kmeans_converged(const KMeansParams& params,
+                                           const std::vector<double>& objective) {
+  if (!(params.tolerance > 0) || objective.size() < 2) return false;
+  const double prev = objective[objective.size() - 2], now = objective.back();
+  return prev - now <= params.tolerance * prev;
+}
+
 }  // namespace detail
 
-/// Clusters the rows of x (n × d, row-major) into k centroids.
+/// Clusters the rows of x (n × d, row-major) into k centroids: FAISS-style subsampling to at
+/// most k × max_points_per_centroid rows, k-means++ seeding (Arthur & Vassilvitskii, 2007) on a
+/// further subsample, then Lloyd iterations (Lloyd, 1982) with GEMM assignment and empty-cluster
+/// repair; spherical k-means (Dhillon & Modha, 2001) when asked. mpi::kmeans runs the same steps
+/// over rows split across processes.
 /// Throws std::invalid_argument when k = 0, k > n, x has NaN/Inf or no columns.
 template <class T>
 [[nodiscard]] KMeansResult<T> kmeans(const Eigen::Ref<const Matrix<T>>& x, std::size_t k,
@@ -109,72 +263,36 @@ template <class T>
       throw std::invalid_argument(std::string(where) + ": x row " + std::to_string(r) +
                                   " holds NaN or Inf");
 
-  const std::size_t iterations = params.iterations.value_or(25);
-  const bool spherical = params.spherical.value_or(false);
-  std::mt19937_64 rng(params.seed);
-  auto uniform_index = [&rng](std::size_t n) { return static_cast<std::size_t>(rng() % n); };
-  auto uniform01 = [&rng]() { return double(rng() >> 11) * 0x1.0p-53; };
+  const std::size_t iterations = detail::kmeans_iterations(params);
+  const bool spherical = detail::kmeans_spherical(params);
+  detail::KMeansRng rng(params.seed);
 
-  // A random subset of rows, in increasing order (partial Fisher-Yates), or all rows.
-  auto sample_rows = [&](std::size_t n, std::size_t limit) {
-    std::vector<Index> rows(n);
-    std::iota(rows.begin(), rows.end(), Index(0));
-    if (limit == 0 || limit >= n) return rows;
-    for (std::size_t i = 0; i < limit; ++i) std::swap(rows[i], rows[i + uniform_index(n - i)]);
-    rows.resize(limit);
-    std::sort(rows.begin(), rows.end());
-    return rows;
-  };
-
-  const std::vector<Index> train_rows = sample_rows(n_all, params.max_points_per_centroid * k);
+  const std::vector<Index> train_rows =
+      detail::sample_rows(rng, n_all, params.max_points_per_centroid * k);
   Matrix<T> xs(static_cast<Eigen::Index>(train_rows.size()), x.cols());
   for (std::size_t i = 0; i < train_rows.size(); ++i)
     xs.row(static_cast<Eigen::Index>(i)) = x.row(train_rows[i]);
   const Eigen::Index n = xs.rows(), d = xs.cols();
   const Vector<T> xs_sq = xs.rowwise().squaredNorm();
 
-  // ---- k-means++ seeding on a subsample: next centroid drawn with probability ∝ D(x)² -----
-  Matrix<double> centroids(static_cast<Eigen::Index>(k), d);
+  // ---- k-means++ seeding on a subsample of the training rows ------------------------------
+  Matrix<double> centroids;
   {
     const std::vector<Index> init_rows =
-        sample_rows(static_cast<std::size_t>(n), params.init_points_per_centroid * k);
+        detail::sample_rows(rng, static_cast<std::size_t>(n), params.init_points_per_centroid * k);
     Matrix<T> xi(static_cast<Eigen::Index>(init_rows.size()), d);
     for (std::size_t i = 0; i < init_rows.size(); ++i)
       xi.row(static_cast<Eigen::Index>(i)) = xs.row(init_rows[i]);
     if (spherical) normalize_rows(xi);
-    const auto m = static_cast<std::size_t>(xi.rows());
-    std::vector<double> d2(m, std::numeric_limits<double>::infinity());
-    std::vector<T> dist(m);
-    std::size_t pick = uniform_index(m);
-    for (std::size_t c = 0; c < k; ++c) {
-      centroids.row(static_cast<Eigen::Index>(c)) =
-          xi.row(static_cast<Eigen::Index>(pick)).template cast<double>();
-      one_to_many<T>(xi.row(static_cast<Eigen::Index>(pick)).data(), xi.data(), m,
-                     static_cast<std::size_t>(d), static_cast<std::size_t>(d), Metric::l2,
-                     dist.data());
-      double total = 0;
-      for (std::size_t i = 0; i < m; ++i) total += (d2[i] = std::min(d2[i], double(dist[i])));
-      if (c + 1 == k) break;
-      if (total > 0) {
-        double target = uniform01() * total;
-        pick = m - 1;
-        for (std::size_t i = 0; i < m; ++i)
-          if ((target -= d2[i]) < 0 && d2[i] > 0) {
-            pick = i;
-            break;
-          }
-        while (d2[pick] == 0 && pick > 0) --pick;  // rounding at the end: take a point with D > 0
-      } else {
-        pick = uniform_index(m);  // every point coincides with a centroid: duplicates are fine
-      }
-    }
-    if (spherical) detail::normalize_centroids(centroids);
+    centroids = detail::kmeans_plus_plus(xi, k, spherical, rng);
   }
 
   // ---- Lloyd iterations -------------------------------------------------------------------
   KMeansResult<T> result;
   std::vector<Index> best;
   std::vector<double> cost;
+  Matrix<double> sums, far(0, d);
+  std::vector<std::int64_t> counts;
   Matrix<T> c_t = centroids.cast<T>();
   for (std::size_t it = 0; it < iterations; ++it) {
     detail::assign_nearest<T>(xs, xs_sq, c_t, spherical, best, cost);
@@ -183,41 +301,16 @@ template <class T>
     result.iterations = it + 1;
     if (params.progress) params.progress(it, objective);
 
-    // Update: centroid = mean of its points (renormalized when spherical).
-    Matrix<double> sums = Matrix<double>::Zero(static_cast<Eigen::Index>(k), d);
-    std::vector<std::size_t> counts(k, 0);
-    for (Eigen::Index i = 0; i < n; ++i) {
-      const auto j = static_cast<Eigen::Index>(best[static_cast<std::size_t>(i)]);
-      sums.row(j) += xs.row(i).template cast<double>();
-      ++counts[static_cast<std::size_t>(j)];
-    }
-    // Empty clusters take the points that cost the most, farthest first: each such point now
-    // costs 0, so the objective still cannot increase.
-    std::vector<std::size_t> by_cost;
-    std::size_t next_far = 0;
-    for (std::size_t j = 0; j < k; ++j) {
-      if (counts[j] > 0) {
-        centroids.row(static_cast<Eigen::Index>(j)) =
-            sums.row(static_cast<Eigen::Index>(j)) / double(counts[j]);
-        continue;
-      }
-      if (by_cost.empty()) {
-        by_cost.resize(static_cast<std::size_t>(n));
-        std::iota(by_cost.begin(), by_cost.end(), std::size_t(0));
-        std::sort(by_cost.begin(), by_cost.end(), [&](std::size_t a, std::size_t b) {
-          return cost[a] != cost[b] ? cost[a] > cost[b] : a < b;
-        });
-      }
-      const std::size_t far = by_cost[std::min(next_far++, by_cost.size() - 1)];
-      centroids.row(static_cast<Eigen::Index>(j)) =
-          xs.row(static_cast<Eigen::Index>(far)).template cast<double>();
-    }
-    if (spherical) detail::normalize_centroids(centroids);
+    detail::cluster_sums<T>(xs, best, k, sums, counts);
+    const std::vector<std::size_t> far_rows =
+        detail::costliest(cost, detail::empty_clusters(counts));
+    far.resize(static_cast<Eigen::Index>(far_rows.size()), d);
+    for (std::size_t i = 0; i < far_rows.size(); ++i)
+      far.row(static_cast<Eigen::Index>(i)) =
+          xs.row(static_cast<Eigen::Index>(far_rows[i])).template cast<double>();
+    detail::update_centroids(sums, counts, far, spherical, centroids);
     c_t = centroids.cast<T>();
-    if (params.tolerance > 0 && it > 0) {
-      const double prev = result.objective[it - 1];
-      if (prev - objective <= params.tolerance * prev) break;
-    }
+    if (detail::kmeans_converged(params, result.objective)) break;
   }
   result.centroids = std::move(c_t);
   if (params.assign) {
