@@ -11,8 +11,12 @@ mkdir -p "$out"
 flags="-std=c++20 -O1 -g -fno-omit-frame-pointer -I$root/include -isystem /usr/include/eigen3"
 clang++ $flags -o "$out/make_seeds" "$root/tests/fuzz/make_seeds.cpp"
 "$out/make_seeds" "$out/seeds"
+clang++ $flags -DMMRAG_FUZZ_WRITE_SEEDS -o "$out/make_hnsw_seeds" "$root/tests/fuzz/fuzz_hnsw_load.cpp"
+"$out/make_hnsw_seeds" "$out/seeds/hnsw"
+clang++ $flags -DMMRAG_FUZZ_WRITE_SEEDS -o "$out/make_ivf_pq_seeds" "$root/tests/fuzz/fuzz_ivf_pq_load.cpp"
+"$out/make_ivf_pq_seeds" "$out/seeds/ivfpq"
 status=0
-for target in index_load:ivf npy:npy vecs:vecs; do
+for target in index_load:ivf npy:npy vecs:vecs hnsw_load:hnsw ivf_pq_load:ivfpq; do
   name=${target%%:*}
   seeds=${target##*:}
   clang++ $flags -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
