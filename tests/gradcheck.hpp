@@ -1,6 +1,10 @@
 #pragma once
 // Finite-difference helpers for the gradient tests.
 
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
 #include <functional>
 
 #include "mmrag/config.hpp"
@@ -31,6 +35,50 @@ template <class A, class B>
 double relative_error(const A& a, const B& b) {
   const double scale = std::max(1.0, double(b.cwiseAbs().maxCoeff()));
   return double((a - b).cwiseAbs().maxCoeff()) / scale;
+}
+
+}  // namespace mmrag::test
+
+namespace mmrag::test {
+
+/// Rows divided by their L2 norm (zero rows stay zero), in the matrix's own precision.
+template <class R>
+Matrix<R> normalized_rows(const Matrix<R>& x) {
+  Matrix<R> y = x;
+  for (Eigen::Index i = 0; i < y.rows(); ++i) {
+    R n = 0;
+    for (Eigen::Index c = 0; c < y.cols(); ++c) n += y(i, c) * y(i, c);
+    n = std::sqrt(n);
+    if (n > 0) y.row(i) /= n;
+  }
+  return y;
+}
+
+/// a bᵀ by plain loops (no Eigen GEMM): the naive references' similarity matrix.
+template <class R>
+Matrix<R> gram(const Matrix<R>& a, const Matrix<R>& b) {
+  Matrix<R> s(a.rows(), b.rows());
+  for (Eigen::Index i = 0; i < a.rows(); ++i)
+    for (Eigen::Index j = 0; j < b.rows(); ++j) {
+      R acc = 0;
+      for (Eigen::Index c = 0; c < a.cols(); ++c) acc += a(i, c) * b(j, c);
+      s(i, j) = acc;
+    }
+  return s;
+}
+
+/// Checks an analytic gradient `got` of a function of x against central finite differences of
+/// (1) the library's own double value (tolerance tol_self) and (2) an independent long-double
+/// formulation (tolerance tol_naive, h = 1e-6). Both relative to max(1, max |FD|).
+template <class FD, class FL>
+void check_gradient(const Matrix<double>& got, const Matrix<double>& x, FD&& value, FL&& naive,
+                    double tol_self = 1e-8, double tol_naive = 1e-9) {
+  using LDM = Matrix<long double>;
+  const std::function<double(const Matrix<double>&)> f = value;
+  const std::function<long double(const LDM&)> g = naive;
+  CHECK(relative_error(got, numeric_gradient(f, x)) < tol_self);
+  CHECK(relative_error(got.cast<long double>(),
+                       numeric_gradient(g, LDM(x.cast<long double>()), 1e-6)) < tol_naive);
 }
 
 }  // namespace mmrag::test

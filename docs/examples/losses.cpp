@@ -30,6 +30,22 @@ int main() {
   const auto nce = loss::nce(data, noise);  // logits from loss::nce_logits(log_p, log_q, k)
   // [/snippet]
 
+  // [snippet:family]
+  // Several positives per anchor: rows with equal labels (here 4 classes of 2 rows each).
+  const std::vector<int> labels = {0, 1, 2, 3, 0, 1, 2, 3};
+  const auto supcon = loss::supervised_contrastive(a, labels, {.temperature = 0.1});
+  const auto multi = loss::multi_positive_info_nce(a, b, labels, labels, {.temperature = 0.07});
+  // Decoupled (DCL): the positive leaves the denominator; suits small batches.
+  const auto dcl = loss::in_batch_info_nce(a, b, {.temperature = 0.1, .decoupled = true});
+  // Hardest in-batch negative in both directions (VSE++), and explicit triplets.
+  const auto vse = loss::max_hinge(a, b, {.margin = 0.2});
+  const Matrix<double> negative = b.colwise().reverse();  // any B × d negatives
+  const auto triplet = loss::triplet_margin(a, b, negative, {.margin = 0.2});
+  // supcon.grad (8 × 16); triplet.grad_anchor, .grad_positive, .grad_negative
+  // [/snippet]
+  std::printf("SupCon %.4f, multi-positive %.4f, DCL %.4f, VSE++ %.4f, triplet %.4f\n",
+              supcon.value, multi.value, dcl.value, vse.value, triplet.value);
+
   std::printf(
       "InfoNCE %.4f -> %.4f after one step; SigLIP %.4f, contrastive %.4f, info_nce %.4f, nce "
       "%.4f\n",

@@ -1,4 +1,7 @@
-"""Cross-checks mmrag's losses against PyTorch autograd on random cases (float64).
+"""Cross-checks mmrag's losses against PyTorch autograd on random cases (float64): contrastive,
+nce, info_nce, in_batch_info_nce (coupled and decoupled), sigmoid_pairwise,
+multi_positive_info_nce, supervised_contrastive, max_hinge and triplet_margin, each written here
+from its definition in DESIGN.md with torch ops (no mmrag code).
 
     compare_torch.py LOSS_CLI
 
@@ -26,7 +29,64 @@ failures = 0
 cases = 0
 
 
-def torch_loss(name, a, b, opt):
+def make_labels(n, classes, odd=False):
+    return torch.tensor([((2 * i + 1) if odd else i) % classes for i in range(n)])
+
+
+def multi_positive_direction(z, la, lb, mean, decoupled):
+    pos = (la[:, None] == lb[None, :]).to(z.dtype)
+    masked = z.masked_fill(pos.bool(), float("-inf")) if decoupled else z
+    lse = torch.logsumexp(masked, dim=1)
+    npos = pos.sum(1)
+    keep = (npos > 0) & torch.isfinite(lse)
+    per = -((z - lse[:, None]) * pos).sum(1)[keep] / npos[keep]
+    if per.numel() == 0:
+        return z.sum() * 0
+    return per.mean() if mean else per.sum()
+
+
+def torch_loss(name, a, b, opt, c=None):
+    if name in ("multi_positive_info_nce", "supervised_contrastive"):
+        log_tau = torch.tensor(np.log(opt["tau"]), requires_grad=True)
+        k = int(opt["classes"])
+        mean = not opt.get("sum")
+        if name == "supervised_contrastive":
+            x = F.normalize(a, dim=1) if opt["normalize"] else a
+            z = x @ x.T / torch.exp(log_tau)
+            n = a.shape[0]
+            la = make_labels(n, k)
+            eye = torch.eye(n, dtype=torch.bool)
+            pos = (la[:, None] == la[None, :]) & ~eye
+            lse = torch.logsumexp(z.masked_fill(eye, float("-inf")), dim=1)
+            npos = pos.sum(1)
+            keep = npos > 0
+            per = -((z - lse[:, None]) * pos).sum(1)[keep] / npos[keep]
+            value = (per.mean() if mean else per.sum()) if per.numel() else z.sum() * 0
+            return value, [log_tau]
+        x, y = (F.normalize(a, dim=1), F.normalize(b, dim=1)) if opt["normalize"] else (a, b)
+        z = x @ y.T / torch.exp(log_tau)
+        la, lb = make_labels(a.shape[0], k), make_labels(b.shape[0], k, odd=True)
+        dec = bool(opt.get("decoupled"))
+        value = multi_positive_direction(z, la, lb, mean, dec)
+        if opt["symmetric"]:
+            value = value + multi_positive_direction(z.T, lb, la, mean, dec)
+        return value, [log_tau]
+    if name == "max_hinge":
+        x, y = (F.normalize(a, dim=1), F.normalize(b, dim=1)) if opt["normalize"] else (a, b)
+        s = x @ y.T
+        n = a.shape[0]
+        d = torch.diagonal(s)
+        off = torch.eye(n, dtype=torch.bool)
+        hr = (opt["margin"] + s - d[:, None]).clamp(min=0).masked_fill(off, 0)
+        hc = (opt["margin"] + s - d[None, :]).clamp(min=0).masked_fill(off, 0)
+        per = hr.max(dim=1).values + hc.max(dim=0).values
+        return (per.sum() if opt.get("sum") else per.mean()), []
+    if name == "triplet_margin":
+        dp = torch.sqrt(((a - b) ** 2).sum(1))
+        dn = torch.sqrt(((a - c) ** 2).sum(1))
+        per = torch.clamp(dp - dn + opt["margin"], min=0)
+        return (per.sum() if opt.get("sum") else per.mean()), []
+
     if name in ("in_batch_info_nce", "sigmoid_pairwise"):
         log_tau = torch.tensor(np.log(opt["tau"]), requires_grad=True)
         bias = torch.tensor(opt.get("bias", 0.0), requires_grad=True)
@@ -36,6 +96,17 @@ def torch_loss(name, a, b, opt):
         if name == "in_batch_info_nce":
             labels = torch.arange(n)
             red = "sum" if opt.get("sum") else "mean"
+            if opt.get("decoupled"):  # DCL: the positive leaves the denominator
+                eye = torch.eye(n, dtype=torch.bool)
+                d = torch.diagonal(z)
+                per_r = torch.logsumexp(z.masked_fill(eye, float("-inf")), dim=1) - d
+                per_c = torch.logsumexp(z.masked_fill(eye, float("-inf")), dim=0) - d
+                if n == 1:
+                    per_r = per_c = z.sum(1) * 0
+                value = per_r.sum() if red == "sum" else per_r.mean()
+                if opt["symmetric"]:
+                    value = value + (per_c.sum() if red == "sum" else per_c.mean())
+                return value, [log_tau, bias]
             value = F.cross_entropy(z, labels, reduction=red)
             if opt["symmetric"]:
                 value = value + F.cross_entropy(z.T, labels, reduction=red)
@@ -58,26 +129,36 @@ def torch_loss(name, a, b, opt):
     raise ValueError(name)
 
 
-def run_case(name, a_np, b_np, opt):
+def run_case(name, a_np, b_np, opt, c_np=None):
     global failures, cases
     cases += 1
     with tempfile.TemporaryDirectory() as d:
         d = pathlib.Path(d)
         np.save(d / "a.npy", a_np)
         np.save(d / "b.npy", b_np)
+        if c_np is not None:
+            np.save(d / "c.npy", c_np)
         (d / "case.txt").write_text(name + " " + " ".join(f"{k}={float(v)}" for k, v in opt.items()))
         subprocess.run([cli, str(d)], check=True)
-        got = {k: np.load(d / f"out_{k}.npy") for k in ("value", "grad_a", "grad_b", "grad_log_tau", "grad_bias")}
+        keys = ("value", "grad_a", "grad_b", "grad_log_tau", "grad_bias") + (("grad_c",) if c_np is not None else ())
+        got = {k: np.load(d / f"out_{k}.npy") for k in keys}
     a = torch.tensor(a_np, requires_grad=True)
-    b = torch.tensor(b_np, requires_grad=name != "info_nce")
-    value, extra = torch_loss(name, a, b, opt)
-    wrt = [a] + ([b] if b.requires_grad else []) + extra
+    b = torch.tensor(b_np, requires_grad=name not in ("info_nce", "supervised_contrastive"))
+    c = torch.tensor(c_np, requires_grad=True) if c_np is not None else None
+    value, extra = torch_loss(name, a, b, opt, c)
+    wrt = [a] + ([b] if b.requires_grad else []) + ([c] if c is not None else []) + extra
     grads = torch.autograd.grad(value, wrt, allow_unused=True)
+    grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt)]
     expect = {"value": value.detach().numpy().reshape(1, 1), "grad_a": grads[0].numpy()}
     if b.requires_grad:
         expect["grad_b"] = grads[1].numpy().reshape(got["grad_b"].shape)
+    if c is not None:
+        expect["grad_c"] = grads[2].numpy()
     if extra:
-        expect["grad_log_tau"] = grads[-2].numpy().reshape(1, 1)
+        if name in ("in_batch_info_nce", "sigmoid_pairwise"):
+            expect["grad_log_tau"] = grads[-2].numpy().reshape(1, 1)
+        else:
+            expect["grad_log_tau"] = grads[-1].numpy().reshape(1, 1)
         if name == "sigmoid_pairwise":
             expect["grad_bias"] = grads[-1].numpy().reshape(1, 1)
     for k, e in expect.items():
@@ -98,6 +179,22 @@ for trial in range(6):
         run_case("sigmoid_pairwise", a, b, {"tau": float(rng.uniform(0.05, 1.0)), "bias": float(rng.normal() * 3),
                                             "normalize": normalize})
     run_case("contrastive", a, b, {"margin": float(rng.uniform(0.5, 3.0)), "sum": trial % 2})
+    for normalize in (0, 1):
+        tau = float(rng.uniform(0.05, 1.0)) * (1 if normalize else 4)
+        for symmetric in (0, 1):
+            run_case("in_batch_info_nce", a, b, {"tau": tau, "normalize": normalize,
+                                                 "symmetric": symmetric, "sum": trial % 2, "decoupled": 1})
+            for decoupled in (0, 1):
+                b2 = rng.normal(size=(int(rng.integers(1, 9)), d))
+                run_case("multi_positive_info_nce", a, b2, {"tau": tau, "normalize": normalize, "symmetric": symmetric,
+                                                            "sum": trial % 2, "decoupled": decoupled,
+                                                            "classes": int(rng.integers(1, 4))})
+        run_case("supervised_contrastive", a, b, {"tau": tau, "normalize": normalize, "sum": trial % 2,
+                                                  "classes": int(rng.integers(1, 4))})
+        run_case("max_hinge", a, b, {"margin": float(rng.uniform(0.0, 1.0)), "normalize": normalize,
+                                     "sum": trial % 2})
+    run_case("triplet_margin", a, b, {"margin": float(rng.uniform(0.0, 2.0)), "sum": trial % 2},
+             rng.normal(size=(n, d)))
     s = rng.normal(size=(n, d + 1)) * 3
     run_case("info_nce", s, rng.integers(0, d + 1, size=(n, 1)).astype(np.float64), {"sum": trial % 2})
     run_case("nce", rng.normal(size=(n, 1)) * 2, rng.normal(size=(int(rng.integers(1, 6)), 1)) * 2, {})

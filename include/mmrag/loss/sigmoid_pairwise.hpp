@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "mmrag/loss/batch_softmax.hpp"  // detail::wide_sum
 #include "mmrag/loss/common.hpp"
 #include "mmrag/loss/in_batch_info_nce.hpp"  // detail::logits_panel
 
@@ -71,14 +72,19 @@ template <class DA, class DB>
         const auto s_tau = row.eval();
         const auto zv = (s_tau + bias).eval();
         const auto e = (-zv.abs()).exp().eval();  // e^-|z| in (0, 1]: never overflows
-        total += double((zv.max(T(0)) + e.log1p()).sum());
-        const T z_diag = zv(diag);
-        total += double(-z_diag);  // softplus(-z) = softplus(z) - z
+        const auto sp = (zv.max(T(0)) + e.log1p()).eval();
+        const T z_diag = zv(diag), e_diag = e(diag);
+        // Sum in double, and the diagonal's softplus(-z) formed directly: as softplus(z) - z
+        // after a float row sum it cancels to 0 and takes the small terms with it.
+        total +=
+            detail::wide_sum(sp.data(), n) - double(sp(diag)) + double(detail::softplus(-z_diag));
         row = (zv >= T(0)).select(T(1) / (T(1) + e), e / (T(1) + e));
-        row(diag) -= T(1);
+        // Diagonal: sigmoid(z) - 1 = -sigmoid(-z), without the cancellation.
+        row(diag) = z_diag >= T(0) ? -e_diag / (T(1) + e_diag) : -T(1) / (T(1) + e_diag);
         row *= scale;
-        g_sum += double(row.sum());
-        g_dot_s += double((row * s_tau).sum());
+        g_sum += detail::wide_sum(row.data(), n);
+        const auto gs = (row * s_tau).eval();
+        g_dot_s += detail::wide_sum(gs.data(), n);
       }
       grad_xa.middleRows(first, rows).noalias() = g * eb.x;
       if (tiles > 1)
