@@ -23,4 +23,5 @@
 #include "mmrag/flat_index.hpp"
 #include "mmrag/ivf_index.hpp"
 #include "mmrag/hnsw_index.hpp"
+#include "mmrag/ivf_pq_index.hpp"
 #include "mmrag/multimodal.hpp"
