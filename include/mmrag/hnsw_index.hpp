@@ -51,6 +51,8 @@
 /// rejected until their codecs exist; they will plug into the node block (codes in place of the
 /// vector) with float32 rescoring of the final candidates.
 
+#include "mmrag/detail/intrinsics.hpp"  // first: silences GCC 12's own intrinsics header
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -233,7 +235,7 @@ class HnswIndex {
                             higher_is_better(metric_) ? -std::numeric_limits<T>::infinity()
                                                       : std::numeric_limits<T>::infinity());
     if (live_ == 0 || nq == 0) return hits;
-    const bool parallel = nq > 1 && static_cast<long long>(nq) * static_cast<long long>(dim_) *
+    [[maybe_unused]] const bool parallel = nq > 1 && static_cast<long long>(nq) * static_cast<long long>(dim_) *
                                             static_cast<long long>(params.ef_search) >
                                         detail::kParallelWork;
     MMRAG_OMP(parallel for schedule(dynamic, 1) if(parallel))

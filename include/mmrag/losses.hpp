@@ -2,6 +2,8 @@
 /// @file losses.hpp
 /// The contrastive family, each loss returning its value and analytic gradients.
 
+#include "mmrag/detail/intrinsics.hpp"  // first: silences GCC 12's own intrinsics header
+
 #include "mmrag/loss/batch_softmax.hpp"
 #include "mmrag/loss/common.hpp"
 #include "mmrag/loss/contrastive.hpp"

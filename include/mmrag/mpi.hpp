@@ -23,6 +23,8 @@
 /// from one thread per rank (MPI_THREAD_SINGLE or FUNNELED suffices). OpenMP inside a rank is
 /// used as by the single-process functions.
 
+#include "mmrag/detail/intrinsics.hpp"  // first: silences GCC 12's own intrinsics header
+
 #include <mpi.h>
 
 #include <algorithm>

@@ -6,6 +6,8 @@
 /// reset between queries, and a test-and-set spin lock for the per-node locks of the parallel
 /// build. Not API: namespace mmrag::detail. Includes nothing of mmrag above detail/.
 
+#include "mmrag/detail/intrinsics.hpp"  // first: silences GCC 12's own intrinsics header
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>

@@ -253,7 +253,7 @@ BatchSoftmaxResult<T> batch_softmax_xent(const Matrix<T>& a_scaled, const Matrix
   const Eigen::Index tile =
       std::min<Eigen::Index>(na, direct ? kDirectPanelRows : Eigen::Index(spec.tile_rows));
   const Eigen::Index tiles = (na + tile - 1) / tile;
-  const bool threaded = tiles > 1 && na * nb > mmrag::detail::kParallelWork;
+  [[maybe_unused]] const bool threaded = tiles > 1 && na * nb > mmrag::detail::kParallelWork;
   LogitBuffer<T> store(direct ? std::size_t(na) * std::size_t(nb) : 0);
   using Panel = Eigen::Map<Matrix<T>>;
 

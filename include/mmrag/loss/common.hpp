@@ -3,6 +3,8 @@
 /// What every contrastive loss shares: result types, the Reduction enum, numerically stable
 /// scalar functions (softplus, log-sigmoid, sigmoid) and backprop through row normalization.
 
+#include "mmrag/detail/intrinsics.hpp"  // first: silences GCC 12's own intrinsics header
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>

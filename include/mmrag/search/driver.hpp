@@ -204,16 +204,18 @@ class Scanner {
     const ConstMap q(queries, static_cast<Eigen::Index>(nq), static_cast<Eigen::Index>(dim_));
     const ConstMap x(xrows, static_cast<Eigen::Index>(b.rows), static_cast<Eigen::Index>(dim_));
     scores_.resize(static_cast<Eigen::Index>(nq), static_cast<Eigen::Index>(b.rows));
-    scores_.noalias() = q * x.transpose();
+    const bool l2 = metric_ == Metric::l2;
+    // Keys are lower-is-better: for similarities the GEMM's alpha = -1 negates for free.
+    if (l2)
+      scores_.noalias() = q * x.transpose();
+    else
+      scores_.noalias() = (T(-1) * q) * x.transpose();
     using Arr = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
     const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> xn(b.sq_norms,
                                                                    static_cast<Eigen::Index>(b.rows));
     for (std::size_t i = 0; i < nq; ++i) {
       Arr r(scores_.row(static_cast<Eigen::Index>(i)).data(), static_cast<Eigen::Index>(b.rows));
-      if (metric_ == Metric::l2)
-        r = (sq_queries[i] + xn - T(2) * r).max(T(0));
-      else
-        r = -r;
+      if (l2) r = (sq_queries[i] + xn - T(2) * r).max(T(0));
       select<false>(r.data(), b, *tops_[i]);  // compacted blocks hold allowed rows only
     }
   }
