@@ -9,9 +9,7 @@
 #include <cstddef>
 #include <type_traits>
 
-#if defined(__AVX512F__) || defined(__AVX__)
-#include <immintrin.h>
-#endif
+#include "mmrag/detail/intrinsics.hpp"
 
 #include "mmrag/detail/simd.hpp"
 

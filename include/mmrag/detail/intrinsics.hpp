@@ -16,4 +16,6 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
+#elif defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
 #endif

@@ -20,9 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#if defined(__AVX2__) || defined(__AVX512BW__)
-#include <immintrin.h>
-#endif
+#include "mmrag/detail/intrinsics.hpp"
 
 namespace mmrag::detail {
 
