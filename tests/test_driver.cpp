@@ -3,6 +3,7 @@
 // every metric; the same answer for a query alone or inside any batch.
 #include <doctest/doctest.h>
 
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -167,4 +168,35 @@ TEST_CASE("filtered exact search on large coordinates (compacted GEMM and SIMD p
                                               [&](std::size_t r) { return mod[r] == 2; });
     for (Eigen::Index j = 0; j < 5; ++j) CHECK(h.ids(i, j) == ref[std::size_t(j)].id);
   }
+}
+
+TEST_CASE("cosine ranks finite vectors of tiny or huge norm correctly (break-it review)") {
+  FlatIndex<float> c(2, Metric::cosine);
+  Matrix<float> x(3, 2);
+  x << 1e-30f, 0, 0.5f, 0.866f, 3e38f, 0;
+  c.add(x);
+  Matrix<float> q(1, 2);
+  q << 1, 0;
+  const auto h = c.search(q, 3);
+  CHECK(h.ids(0, 0) == 0);
+  CHECK(h.ids(0, 1) == 2);
+  CHECK(h.ids(0, 2) == 1);
+  CHECK(h.scores(0, 0) == doctest::Approx(1.0));
+  CHECK(h.scores(0, 1) == doctest::Approx(1.0));
+  Matrix<float> tiny(1, 2);
+  tiny << 1e-30f, 0;
+  CHECK(c.search(tiny, 1).scores(0, 0) == doctest::Approx(1.0));
+}
+
+TEST_CASE("sequential ids never run past the largest int64 (break-it review)") {
+  FlatIndex<float> g(4, Metric::l2);
+  const std::vector<Index> id{std::numeric_limits<Index>::max()};
+  g.add(Matrix<float>::Ones(1, 4), id);
+  const std::vector<char> before = g.serialize();
+  CHECK_THROWS_WITH_AS(g.add(Matrix<float>::Ones(2, 4)), doctest::Contains("largest id"),
+                       std::invalid_argument);
+  CHECK(g.serialize() == before);
+  const std::vector<Index> more{5, 6};
+  g.add(Matrix<float>::Ones(2, 4), more);  // explicit ids still work
+  CHECK(g.size() == 3);
 }

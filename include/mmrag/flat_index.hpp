@@ -57,7 +57,7 @@ class FlatIndex : public detail::FileBacked<FlatIndex<T>, T> {
     constexpr const char* where = "mmrag::FlatIndex::add";
     detail::check_add<T>(where, vectors, dim_, ids, modalities);
     const auto n = static_cast<std::size_t>(vectors.rows());
-    const detail::IdSequence id_of{ids, stats_.next_id};
+    const auto id_of = detail::IdSequence::make(where, ids, stats_.next_id, n);
     Codec<T> codec = codec_;
     if (!codec.is_trained() && n > 0) train_codec(codec, vectors);
     store_.reserve_more(n);  // after this nothing below can throw

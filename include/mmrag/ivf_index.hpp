@@ -113,7 +113,7 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
     for (Index c : cell) ++extra[static_cast<std::size_t>(c)];
     for (std::size_t l = 0; l < nlist_; ++l)
       if (extra[l] > 0) lists_[l].reserve_more(extra[l]);
-    const detail::IdSequence id_of{ids, stats_.next_id};
+    const auto id_of = detail::IdSequence::make(where, ids, stats_.next_id, n);
     detail::RowEncoder<T> enc(codec_, metric_);
     for (std::size_t r = 0; r < n; ++r) {
       T sq;

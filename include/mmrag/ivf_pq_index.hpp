@@ -174,7 +174,7 @@ class IvfPqIndex : public detail::FileBacked<IvfPqIndex<T>, T> {
     }
     std::vector<T> scratch_row(dim_);
     std::vector<std::uint8_t> refine_code(refine_ ? refine_->code_size() : 0);
-    const detail::IdSequence id_of{ids, next_id_};
+    const auto id_of = detail::IdSequence::make(where, ids, next_id_, n);
     for (std::size_t r = 0; r < n; ++r) {
       List& L = lists_[static_cast<std::size_t>(cell[r])];
       const T* row = x.row(static_cast<Eigen::Index>(r)).data();

@@ -8,7 +8,9 @@
 
 #include "mmrag/detail/intrinsics.hpp"  // first: silences GCC 12's own intrinsics header
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstddef>
 #include <span>
 #include <stdexcept>
@@ -136,18 +138,32 @@ template <class T>
 // Normalization and many-to-many.
 // ---------------------------------------------------------------------------------------------
 
+namespace detail {
+/// Scales row (d values) to unit length; a zero row stays zero. Finite rows whose squared norm
+/// would underflow or overflow T (|x| ~ 1e-20 or 1e20 in float) are first divided by their
+/// largest magnitude, so every finite nonzero row comes out unit length.
+template <class T>
+inline void normalize_row(T* row, std::size_t d) noexcept {
+  T n2 = dot_kernel<T>(row, row, d);
+  // Below this the squares lose precision to underflow (and a zero n2 may hide a nonzero row).
+  constexpr T safe_min = std::numeric_limits<T>::min() / std::numeric_limits<T>::epsilon();
+  if (!(n2 > safe_min) || !std::isfinite(n2)) {
+    T big = 0;
+    for (std::size_t i = 0; i < d; ++i) big = std::max(big, std::abs(row[i]));
+    if (big == T(0)) return;
+    for (std::size_t i = 0; i < d; ++i) row[i] /= big;
+    n2 = dot_kernel<T>(row, row, d);
+  }
+  const T inv = T(1) / std::sqrt(n2);
+  for (std::size_t i = 0; i < d; ++i) row[i] *= inv;
+}
+}  // namespace detail
+
 /// Scales every row of `m` to unit L2 norm in place; zero rows stay zero.
 template <class T>
 inline void normalize_rows(Matrix<T>& m) noexcept {
   const std::size_t d = static_cast<std::size_t>(m.cols());
-  for (Eigen::Index r = 0; r < m.rows(); ++r) {
-    T* row = m.row(r).data();
-    const T n2 = detail::dot_kernel<T>(row, row, d);
-    if (n2 > T(0)) {
-      const T inv = T(1) / std::sqrt(n2);
-      for (std::size_t i = 0; i < d; ++i) row[i] *= inv;
-    }
-  }
+  for (Eigen::Index r = 0; r < m.rows(); ++r) detail::normalize_row(m.row(r).data(), d);
 }
 
 /// A row-normalized copy of `m` (zero rows stay zero).

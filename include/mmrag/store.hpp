@@ -28,6 +28,7 @@
 #include "mmrag/detail/persist.hpp"
 #include "mmrag/detail/simd.hpp"
 #include "mmrag/search/types.hpp"
+#include "mmrag/similarity.hpp"
 
 namespace mmrag {
 
@@ -331,13 +332,7 @@ class RowEncoder {
   const std::uint8_t* encode(const T* x, T& sq_norm) {
     const std::size_t d = codec_.dim();
     std::copy(x, x + d, row_.begin());
-    if (metric_ == Metric::cosine) {
-      const T n2 = dot_kernel<T>(row_.data(), row_.data(), d);
-      if (n2 > T(0)) {
-        const T inv = T(1) / std::sqrt(n2);
-        for (T& v : row_) v *= inv;
-      }
-    }
+    if (metric_ == Metric::cosine) normalize_row(row_.data(), d);
     codec_.encode(row_.data(), 1, code_.data());
     codec_.decode(code_.data(), 1, decoded_.data());
     sq_norm = dot_kernel<T>(decoded_.data(), decoded_.data(), d);
@@ -379,12 +374,21 @@ inline IdSet removal_set(std::span<const Index> ids) {
 struct IdSequence {
   std::span<const Index> given;
   Index next;
+  /// The sequence for n rows; throws std::invalid_argument when sequential ids would run past
+  /// the largest int64 (only after someone added an id near it).
+  static IdSequence make(const char* where, std::span<const Index> ids, Index next, std::size_t n) {
+    if (ids.empty() && n > 0 &&
+        static_cast<std::uint64_t>(std::numeric_limits<Index>::max() - next) < n)
+      throw std::invalid_argument(std::string(where) + ": sequential ids from " +
+                                  std::to_string(next) + " would pass the largest id; give ids");
+    return {ids, next};
+  }
   [[nodiscard]] Index operator[](std::size_t r) const noexcept {
     return given.empty() ? next + static_cast<Index>(r) : given[r];
   }
   /// The next sequential id after this add.
   [[nodiscard]] Index after(std::size_t n) const noexcept {
-    Index m = given.empty() ? next + static_cast<Index>(n) : next;
+    Index m = given.empty() ? next + static_cast<Index>(n) : next;  // checked by make()
     constexpr Index top = std::numeric_limits<Index>::max();
     for (Index id : given) m = std::max(m, id == top ? top : id + 1);
     return m;
