@@ -248,13 +248,7 @@ class VectorStore {
     }
     refresh();
     // Norms are derived data: recompute them from the rows (and so check every row).
-    std::vector<T> row(codec.dim());
-    for (std::size_t r = 0; r < n; ++r) {
-      codec.decode(code(r), 1, row.data());
-      for (T v : row)
-        if (!std::isfinite(v)) detail::fail(path, codes_at, what + " hold NaN or Inf");
-      sq_norms_[r] = detail::dot_kernel<T>(row.data(), row.data(), row.size());
-    }
+    for_each_row_norm(codec, path, codes_at, what, [&](std::size_t r, T sq) { sq_norms_[r] = sq; });
   }
 
  private:
@@ -297,13 +291,22 @@ class VectorStore {
   /// Every row finite and its stored norm equal to the recomputed one.
   void verify(const Codec<T>& codec, const std::filesystem::path& path, std::uint64_t codes_at,
               const std::string& what) const {
-    std::vector<T> row(codec.dim());
-    for (std::size_t r = 0; r < size(); ++r) {
-      codec.decode(code(r), 1, row.data());
-      for (T v : row)
-        if (!std::isfinite(v)) detail::fail(path, codes_at, what + " hold NaN or Inf");
-      if (view_.sq_norms[r] != detail::dot_kernel<T>(row.data(), row.data(), row.size()))
+    for_each_row_norm(codec, path, codes_at, what, [&](std::size_t r, T sq) {
+      if (view_.sq_norms[r] != sq)
         detail::fail(path, codes_at, what + ": a stored norm does not match its row");
+    });
+  }
+
+  /// Decodes every row, fails on NaN/Inf, and hands its squared norm to use(row, norm).
+  template <class Use>
+  void for_each_row_norm(const Codec<T>& codec, const std::filesystem::path& path,
+                         std::uint64_t codes_at, const std::string& what, Use&& use) const {
+    std::vector<T> scratch;
+    for (std::size_t r = 0; r < size(); ++r) {
+      const T* row = codec.rows(code(r), 1, scratch);
+      for (std::size_t j = 0; j < codec.dim(); ++j)
+        if (!std::isfinite(row[j])) detail::fail(path, codes_at, what + " hold NaN or Inf");
+      use(r, detail::dot_kernel<T>(row, row, codec.dim()));
     }
   }
 
@@ -347,6 +350,12 @@ class RowEncoder {
   std::vector<T> decoded_;
 };
 
+/// The next sequential id after `id` (saturating at the largest int64; IdSequence::make
+/// refuses to hand out ids past it).
+[[nodiscard]] constexpr Index one_past(Index id) noexcept {
+  return id == std::numeric_limits<Index>::max() ? id : id + 1;
+}
+
 /// What an index derives from its stored rows: an upper bound of their squared norms (for the
 /// screening bound) and the next sequential id. Kept up to date by add, rebuilt on load.
 template <class T>
@@ -355,8 +364,7 @@ struct StoreStats {
   Index next_id = 0;
   void include(const VectorStore<T>& s) {
     for (T sq : s.sq_norms()) max_sq_norm = std::max(max_sq_norm, sq);
-    constexpr Index top = std::numeric_limits<Index>::max();
-    for (Index id : s.ids()) next_id = std::max(next_id, id == top ? top : id + 1);
+    for (Index id : s.ids()) next_id = std::max(next_id, one_past(id));
   }
 };
 
@@ -389,8 +397,7 @@ struct IdSequence {
   /// The next sequential id after this add.
   [[nodiscard]] Index after(std::size_t n) const noexcept {
     Index m = given.empty() ? next + static_cast<Index>(n) : next;  // checked by make()
-    constexpr Index top = std::numeric_limits<Index>::max();
-    for (Index id : given) m = std::max(m, id == top ? top : id + 1);
+    for (Index id : given) m = std::max(m, one_past(id));
     return m;
   }
 };

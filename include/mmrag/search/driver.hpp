@@ -310,14 +310,14 @@ template <class T, class Plan>
     plan(qb, first_q, scanner);
 
     // Exact rescoring of every candidate the margin could not rule out.
-    std::vector<T> row(s.dim);
+    std::vector<T> row;  // decode scratch for compressed codecs
     std::vector<std::pair<double, Index>> ranked;
     for (std::size_t i = 0; i < nb; ++i) {
       const T* qi = qb.q + i * s.dim;
       ranked.clear();
       for (const Candidate<T>& c : tops[i].settle()) {
-        s.codec->decode(c.code, 1, row.data());
-        const double key = exact_key<T>(qi, row.data(), s.dim, s.metric);
+        // The identity codec hands out the stored row itself: no copy per candidate.
+        const double key = exact_key<T>(qi, s.codec->rows(c.code, 1, row), s.dim, s.metric);
         // NaN only from a mapped file's unchecked rows: rank it last, keep the sort well-defined.
         ranked.emplace_back(std::isnan(key) ? std::numeric_limits<double>::infinity() : key, c.id);
       }
