@@ -19,40 +19,51 @@ compilers=("$@")
 deps=$(pkg-config --cflags eigen3 xsimd | sed 's/-I/-isystem /g')
 flags="-std=c++20 -Wall -Wextra -Wpedantic -Werror -I$root/include $deps"
 programs=(consumers/consumer.cpp docs/examples/getting_started.cpp docs/examples/cookbook.cpp)
+# One compile per (compiler, header) and per (compiler, program), as many at once as there are
+# cores; each prints its own diagnostics and fails alone.
+one_header() {  # cxx header-path
+  local cxx=$1 rel=${2#"$root/include/"} extra=""
+  if [ "$rel" = mmrag/mpi.hpp ]; then  # the one header that needs <mpi.h>
+    if ! pkg-config --exists mpi; then
+      echo "$cxx: $rel skipped (no MPI: apt-get install libopenmpi-dev)"
+      return 0
+    fi
+    # as system headers (what CMake's MPI::MPI_CXX gives): Open MPI's own C++ bindings warn
+    extra=$(pkg-config --cflags mpi | sed 's/-I/-isystem /g')
+  fi
+  local src log
+  src=$(mktemp --suffix=.cpp -p "$work") log=$(mktemp -p "$work")
+  printf '#include "%s"\nint main() { return 0; }\n' "$rel" >"$src"
+  # shellcheck disable=SC2086
+  if ! $cxx $flags $extra -fsyntax-only "$src" 2>"$log"; then
+    echo "$cxx: $rel alone:"
+    head -n 30 "$log"
+    return 1
+  fi
+}
+one_program() {  # cxx program
+  local cxx=$1 p=$2 log obj
+  log=$(mktemp -p "$work") obj=$(mktemp --suffix=.o -p "$work")
+  # shellcheck disable=SC2086
+  if ! $cxx $flags -O2 -fopenmp -march=native -c "$root/$p" -o "$obj" 2>"$log"; then
+    echo "$cxx: $p:"
+    grep -E 'warning|error' "$log" | sort | uniq -c | sort -rn | head -n 10
+    head -n 30 "$log"
+    return 1
+  fi
+}
+export -f one_header one_program
+export root work flags
+headers=$(find "$root/include/mmrag" -name '*.hpp' -not -path '*/detail/*' | sort)
 status=0
-for cxx in "${compilers[@]}"; do
-  n=0
-  while IFS= read -r h; do
-    rel=${h#"$root/include/"}
-    extra=""
-    if [ "$rel" = mmrag/mpi.hpp ]; then  # the one header that needs <mpi.h>
-      if ! pkg-config --exists mpi; then
-        echo "$cxx: $rel skipped (no MPI: apt-get install libopenmpi-dev)"
-        continue
-      fi
-      # as system headers (what CMake's MPI::MPI_CXX gives): Open MPI's own C++ bindings warn
-      extra=$(pkg-config --cflags mpi | sed 's/-I/-isystem /g')
-    fi
-    printf '#include "%s"\nint main() { return 0; }\n' "$rel" >"$work/one.cpp"
-    # shellcheck disable=SC2086
-    if ! $cxx $flags $extra -fsyntax-only "$work/one.cpp" 2>"$work/log"; then
-      echo "$cxx: $rel alone:"
-      head -n 30 "$work/log"
-      status=1
-    fi
-    n=$((n + 1))
-  done < <(find "$root/include/mmrag" -name '*.hpp' -not -path '*/detail/*' | sort)
-  echo "$cxx: $n public headers, each alone: done"
-  for p in "${programs[@]}"; do
-    # shellcheck disable=SC2086
-    if ! $cxx $flags -O2 -fopenmp -march=native -c "$root/$p" -o "$work/p.o" 2>"$work/log"; then
-      echo "$cxx: $p:"
-      grep -E 'warning|error' "$work/log" | sort | uniq -c | sort -rn | head -n 10
-      head -n 30 "$work/log"
-      status=1
-    fi
+{
+  for cxx in "${compilers[@]}"; do
+    for p in "${programs[@]}"; do echo "one_program $cxx $p"; done  # the long ones first
+    for h in $headers; do echo "one_header $cxx $h"; done
   done
-  echo "$cxx: ${#programs[@]} programs at -O2 -fopenmp -march=native: done"
+} | xargs -P "$(nproc)" -L 1 bash -c '"$@"' _ || status=1
+for cxx in "${compilers[@]}"; do
+  echo "$cxx: $(echo "$headers" | wc -l) public headers, each alone, and ${#programs[@]} programs at -O2 -fopenmp -march=native: done"
 done
 [ $status -eq 0 ] && echo "headers: no warnings"
 exit $status

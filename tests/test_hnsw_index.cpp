@@ -145,6 +145,30 @@ TEST_CASE("HnswIndex: one query at a time equals the batch; ties go to the small
   CHECK(h.ids(0, 2) == 1007);
 }
 
+TEST_CASE("HnswIndex: an ef far beyond the graph's size allocates for the graph, not for ef") {
+  // Found by fuzzing: a file claiming ef_construction = 2^28 made the next add() allocate a
+  // 2 GB beam. The beam never holds more nodes than the graph has, so ef is capped there, and
+  // the results equal those of ef = n.
+  const Matrix<float> base = clustered<float>(300, 6, 11);
+  const Matrix<float> queries = clustered<float>(10, 6, 12);
+  HnswIndex<float> huge(6, Metric::l2, {.M = 8, .ef_construction = std::size_t(1) << 40});
+  HnswIndex<float> exact(6, Metric::l2, {.M = 8, .ef_construction = 300});
+  single_threaded([&] {  // one thread: both builds insert in the same order
+    huge.add(base);
+    exact.add(base);
+  });
+  CHECK(huge.serialize().size() == exact.serialize().size());
+  const auto a = huge.search(queries, 5, {.ef_search = std::size_t(1) << 40});
+  const auto b = exact.search(queries, 5, {.ef_search = 300});
+  CHECK(a.ids == b.ids);
+  CHECK(a.scores == b.scores);
+  HnswSearchParams filtered{.ef_search = std::size_t(1) << 60};
+  const IdSet allow{3, 30, 299};
+  filtered.filter.ids = &allow;
+  const auto f = huge.search(queries.row(0), 3, filtered);
+  CHECK(f.found(0) == 3);
+}
+
 TEST_CASE("HnswIndex: padding, empty index, default ids after the largest id ever added") {
   HnswIndex<float> index(4, Metric::inner_product);
   const Matrix<float> q = test::random_matrix<float>(2, 4, 1);

@@ -687,6 +687,9 @@ class HnswIndex {
   template <bool kL2, bool kLocked>
   std::size_t beam_search(const T* q, std::uint32_t ep, T dep, std::size_t level, std::size_t ef,
                           std::vector<std::atomic<std::uint8_t>>* locks) const {
+    // The beam never holds more nodes than the graph has: a larger ef (say, read from a
+    // corrupted file) gives the same search, so it must not size the scratch.
+    ef = std::min(ef, slots());
     Scratch& sc = scratch();
     const std::uint16_t epoch = sc.visited.start(slots());
     std::uint16_t* tags = sc.visited.tags.data();
@@ -774,7 +777,7 @@ class HnswIndex {
     if (p.filter.is_trivial()) {
       metric_ == Metric::l2 ? graph_search<true>(q, ef, found) : graph_search<false>(q, ef, found);
     } else {
-      const std::size_t limit = std::max(live_ / 20, ef * params_.M);
+      const std::size_t limit = std::max(live_ / 20, std::min(ef, live_) * params_.M);
       const std::size_t n_allowed = count_allowed(p.filter, limit);
       if (n_allowed == 0) return;
       if (n_allowed > limit) {

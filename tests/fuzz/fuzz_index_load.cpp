@@ -29,6 +29,7 @@ template <class T>
 static void try_parse_flat(const std::vector<char>& bytes) {
   try {
     const auto index = mmrag::FlatIndex<T>::parse(bytes);
+    if (index.size() == 0 && index.dim() > 4096) return;  // an empty index may claim any dim
     const mmrag::Matrix<T> q = mmrag::Matrix<T>::Zero(1, static_cast<Eigen::Index>(index.dim()));
     (void)index.search(q, 3);
   } catch (const std::runtime_error&) {
@@ -44,11 +45,13 @@ static void try_view(const std::uint8_t* data, std::size_t size) {
   for (bool verify : {false, true}) {
     try {
       const auto index = Index::view(bytes, buffer, "<fuzz>", verify);
-      const mmrag::Matrix<typename Index::Scalar> q =
-          mmrag::Matrix<typename Index::Scalar>::Zero(1, static_cast<Eigen::Index>(index.dim()));
       if constexpr (requires { index.is_trained(); }) {
         if (!index.is_trained()) continue;
       }
+      // An empty index may claim any dim (up to 2^32): do not allocate a query for it.
+      if (index.size() == 0 && index.dim() > 4096) continue;
+      const mmrag::Matrix<typename Index::Scalar> q =
+          mmrag::Matrix<typename Index::Scalar>::Zero(1, static_cast<Eigen::Index>(index.dim()));
       (void)index.search(q, 3);
     } catch (const std::runtime_error&) {
     }
