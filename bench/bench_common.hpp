@@ -1,6 +1,8 @@
 #pragma once
 // Helpers shared by the benchmark programs: seeded data and the label naming the SIMD arch.
 
+#include "mmrag/detail/intrinsics.hpp"  // first: silences GCC 12's own intrinsics header
+
 #include <benchmark/benchmark.h>
 
 #include <random>

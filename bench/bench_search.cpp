@@ -9,6 +9,9 @@
 #include <numeric>
 
 #include "bench_common.hpp"
+#ifdef MMRAG_HAVE_ZLIB
+#include "fashion_mnist.hpp"
+#endif
 #include "mmrag/flat_index.hpp"
 #include "mmrag/ivf_index.hpp"
 #include "mmrag/kmeans.hpp"
@@ -98,6 +101,77 @@ void BM_flat_batch_faiss(benchmark::State& state) {
 }
 BENCHMARK(BM_flat_batch_faiss)
     ->Name("flat_200kx128_cosine_batch1000/faiss")
+    ->Unit(benchmark::kMillisecond);
+#endif
+
+// Exact search through int8 screening (FlatIndex::enable_screening): identical results (the
+// label says so, checked against the float32 search once before timing), +25 % memory.
+void BM_flat_batch_screened(benchmark::State& state) {
+  FlatIndex<float> index(128, Metric::cosine);
+  index.add(base_200k());
+  const Hits<float> plain = index.search(queries_1k(), 10);
+  index.enable_screening();
+  const Hits<float> first = index.search(queries_1k(), 10);
+  const bool same = first.ids == plain.ids && first.scores == plain.scores;
+  for (auto _ : state) {
+    auto hits = index.search(queries_1k(), 10);
+    benchmark::DoNotOptimize(hits.ids.data());
+  }
+  set_qps(state, 1000);
+  state.SetLabel(std::string("int8 screen + exact rescoring, ") +
+                 (same ? "identical to float32" : "DIFFERS FROM FLOAT32"));
+}
+BENCHMARK(BM_flat_batch_screened)
+    ->Name("flat_200kx128_cosine_batch1000/mmrag_int8_screen")
+    ->Unit(benchmark::kMillisecond);
+
+#ifdef MMRAG_HAVE_ZLIB
+// ---- Flat on Fashion-MNIST: 1000 test images against the 60k training images, L2, k = 10 ------
+void BM_flat_fmnist(benchmark::State& state) {
+  if (!datasets::fashion_mnist_available()) {
+    state.SkipWithError("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)");
+    return;
+  }
+  static const datasets::FashionMnist fm = datasets::load_fashion_mnist();
+  const Matrix<float> q = fm.test_images.topRows(1000);
+  const int variant = static_cast<int>(state.range(0));  // 0 float32, 1 int8 screen, 2 FAISS
+  if (variant < 2) {
+    FlatIndex<float> index(784, Metric::l2);
+    index.add(fm.train_images);
+    const Hits<float> plain = index.search(q, 10);
+    if (variant == 1) index.enable_screening();
+    const Hits<float> first = index.search(q, 10);
+    const bool same = first.ids == plain.ids && first.scores == plain.scores;
+    for (auto _ : state) {
+      auto hits = index.search(q, 10);
+      benchmark::DoNotOptimize(hits.ids.data());
+    }
+    state.SetLabel(variant == 0 ? "float32"
+                   : same       ? "int8 screen, identical to float32"
+                                : "int8 screen, DIFFERS FROM FLOAT32");
+  } else {
+#ifdef MMRAG_HAVE_FAISS
+    faiss::IndexFlatL2 index(784);
+    index.add(fm.train_images.rows(), fm.train_images.data());
+    std::vector<float> dist(10 * 1000);
+    std::vector<faiss::Index::idx_t> ids(10 * 1000);
+    for (auto _ : state) {
+      index.search(1000, q.data(), 10, dist.data(), ids.data());
+      benchmark::DoNotOptimize(ids.data());
+    }
+    state.SetLabel("baseline: FAISS IndexFlatL2 (Debian build)");
+#else
+    state.SkipWithError("built without FAISS");
+    return;
+#endif
+  }
+  set_qps(state, 1000);
+}
+BENCHMARK(BM_flat_fmnist)
+    ->Name("flat_fmnist_l2_batch1000")
+    ->Arg(0)
+    ->Arg(1)
+    ->Arg(2)
     ->Unit(benchmark::kMillisecond);
 #endif
 

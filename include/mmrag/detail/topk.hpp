@@ -49,6 +49,10 @@ class TopK {
     heap_.reserve(std::min<std::size_t>(k, 1024));
   }
 
+  /// Adds `extra` to the margin, before the first push: a screen with its own error bound
+  /// (detail/int8_screen.hpp) on top of the rounding the margin already covers.
+  void widen(T extra) noexcept { margin_ += extra; }
+
   /// Keys above this cannot matter: skip them without calling push (SIMD pre-test).
   [[nodiscard]] T admit() const noexcept { return admit_; }
 
