@@ -131,6 +131,37 @@ NaN/Inf queries, TypeError on a non-floating dtype.)doc");
         });
       },
       "Removes every vector (ids keep counting).");
+  flat.def(
+      "enable_screening",
+      [](FlatBox& b) {
+        b.visit([&](auto& index) {
+          py::gil_scoped_release unlocked;
+          std::unique_lock lock(b.mu);
+          index.enable_screening();
+        });
+      },
+      R"doc(Exact search through int8 screening from now on: keeps an SQ8 copy of the rows (dim
+bytes per row more) that unfiltered searches scan first, then rescores exactly every
+candidate the screen's error bound cannot exclude: results equal the float32 search's. Not
+saved or pickled: call again after load. Raises ValueError for dtype float64 or a compressed
+storage.)doc");
+  flat.def(
+      "disable_screening",
+      [](FlatBox& b) {
+        b.visit([&](auto& index) {
+          py::gil_scoped_release unlocked;
+          std::unique_lock lock(b.mu);
+          index.disable_screening();
+        });
+      },
+      "Back to the float32 scan only; frees the int8 copy.");
+  flat.def_property_readonly(
+      "screening",
+      [](const FlatBox& b) -> py::object {
+        const bool on = b.visit([](const auto& index) { return index.screening().has_value(); });
+        return on ? py::object(py::str("int8")) : py::object(py::none());
+      },
+      "\"int8\" while screening is on, else None.");
 
   // ---- IvfIndex -------------------------------------------------------------------------------
   py::class_<IvfBox> ivf(m, "IvfIndex", R"doc(

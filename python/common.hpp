@@ -12,6 +12,7 @@
 /// Ids and labels take integer arrays only (floats are rejected, values are range-checked).
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -269,11 +270,25 @@ struct PyFilter {
   PyFilter(const PyFilter&) = delete;
 };
 
-/// (scores, ids) as FAISS returns them: two (nq, k) arrays, moved out of the Hits.
+/// (scores, ids) as FAISS returns them: two (nq, k) arrays. A small result (a few queries'
+/// top-k) is copied into arrays NumPy allocates: cheaper per call than handing memory over.
+/// A large one is handed over without a copy, both arrays sharing one owner of the Hits.
 template <class T>
 py::tuple hits_tuple(Hits<T>&& h) {
-  py::array scores = to_numpy(std::move(h.scores));
-  py::array ids = to_numpy(std::move(h.ids));
+  const std::array<py::ssize_t, 2> shape{static_cast<py::ssize_t>(h.ids.rows()),
+                                         static_cast<py::ssize_t>(h.ids.cols())};
+  constexpr Eigen::Index kCopyUpTo = 4096;  // elements: 48 KB of scores and ids, about 2 µs
+  if (h.ids.size() <= kCopyUpTo) {
+    py::array_t<T> scores(shape);
+    py::array_t<Index> ids(shape);
+    std::copy_n(h.scores.data(), h.scores.size(), scores.mutable_data());
+    std::copy_n(h.ids.data(), h.ids.size(), ids.mutable_data());
+    return py::make_tuple(std::move(scores), std::move(ids));
+  }
+  auto* owner = new Hits<T>(std::move(h));
+  py::capsule free_it(owner, [](void* p) { delete static_cast<Hits<T>*>(p); });
+  py::array scores = py::array_t<T>(shape, owner->scores.data(), free_it);
+  py::array ids = py::array_t<Index>(shape, owner->ids.data(), free_it);
   return py::make_tuple(std::move(scores), std::move(ids));
 }
 

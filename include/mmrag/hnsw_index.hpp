@@ -941,8 +941,23 @@ class HnswIndex {
       dcur = cand[0].first;
       select_heuristic(cand, params_.M, chosen);
       {
+        // Nodes inserted meanwhile may already have linked s to themselves at this level (they
+        // reached s from the level above): keep those links beside the chosen ones, pruned by
+        // the heuristic if the list overflows. Overwriting them could leave such a node with no
+        // way in (found with 4 threads on 2 cores).
         detail::spin_lock(locks[s]);
         std::uint32_t* ls = links(s, l);
+        const std::uint32_t had = ls[0];
+        for (std::uint32_t j = 0; j < had; ++j)
+          if (std::find(chosen.begin(), chosen.end(), ls[1 + j]) == chosen.end())
+            chosen.push_back(ls[1 + j]);
+        const std::size_t cap = max_links(l);
+        if (chosen.size() > cap) {
+          cand.clear();
+          for (std::uint32_t v : chosen) cand.push_back({dist_any(q, v), v});
+          std::sort(cand.begin(), cand.end(), pair_less);
+          select_heuristic(cand, cap, chosen);
+        }
         ls[0] = static_cast<std::uint32_t>(chosen.size());
         std::copy(chosen.begin(), chosen.end(), ls + 1);
         detail::spin_unlock(locks[s]);

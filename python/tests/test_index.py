@@ -86,6 +86,47 @@ def test_ids_modalities_filters_and_remove(rng):
     assert np.all(got >= ids[50])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_and_large_results_agree(rng, dtype):
+    # Results up to 4096 entries are copied into fresh arrays, larger ones handed over without a
+    # copy (one owner for both arrays): both must be plain, writable, C-ordered and equal.
+    x, q = data(rng, n=300, nq=600, dtype=dtype)
+    index = mmrag.FlatIndex(x.shape[1], "cosine", dtype=dtype)
+    index.add(x)
+    big_s, big_i = index.search(q, 10)  # 6000 entries: handed over
+    assert big_s.flags.c_contiguous and big_s.flags.writeable and big_i.flags.writeable
+    for j in (0, 299, 599):
+        s, i = index.search(q[j:j + 1], 10)  # 10 entries: copied
+        assert s.flags.c_contiguous and s.flags.writeable and s.flags.owndata
+        np.testing.assert_array_equal(i[0], big_i[j])
+        np.testing.assert_array_equal(s[0], big_s[j])
+    del index, x  # the results own their memory
+    big_i[:] = -7
+    assert big_s.dtype == dtype and (big_i == -7).all() and np.isfinite(big_s).all()
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_flat_screening_equals_float32(rng, metric):
+    x, q = data(rng, n=3000, d=40, nq=21)
+    plain = mmrag.FlatIndex(40, metric)
+    screened = mmrag.FlatIndex(40, metric)
+    plain.add(x)
+    screened.add(x)
+    assert screened.screening is None
+    screened.enable_screening()
+    assert screened.screening == "int8"
+    for k in (1, 10):
+        ps, pi = plain.search(q, k)
+        ss, si = screened.search(q, k)
+        np.testing.assert_array_equal(pi, si)
+        np.testing.assert_array_equal(ps, ss)
+    assert pickle.loads(pickle.dumps(screened)).screening is None  # the copy is not saved
+    screened.disable_screening()
+    assert screened.screening is None
+    with pytest.raises(ValueError, match="FlatIndex<float>"):
+        mmrag.FlatIndex(4, metric, dtype=np.float64).enable_screening()
+
+
 def test_padding_when_fewer_than_k(rng):
     index = mmrag.FlatIndex(4, "l2")
     index.add(np.eye(4, dtype=np.float32)[:2])
