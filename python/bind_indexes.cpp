@@ -143,8 +143,8 @@ NaN/Inf queries, TypeError on a non-floating dtype.)doc");
       R"doc(Exact search through int8 screening from now on: keeps an SQ8 copy of the rows (dim
 bytes per row more) that unfiltered searches scan first, then rescores exactly every
 candidate the screen's error bound cannot exclude: results equal the float32 search's. Not
-saved or pickled: call again after load. Raises ValueError for dtype float64 or a compressed
-storage.)doc");
+part of save / serialize: call again after load or parse. Raises ValueError for dtype float64
+or a compressed storage.)doc");
   flat.def(
       "disable_screening",
       [](FlatBox& b) {

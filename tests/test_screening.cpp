@@ -131,6 +131,40 @@ TEST_CASE("screening on adversarial data equals the float32 search") {
   }
 }
 
+TEST_CASE("screening and the float32 scan are exact at the ends of float's range") {
+  // Found by a break-it review. (1) Every score finite, but the screen's bias q·vmin (4e38)
+  // overflows float: such queries must take the float32 scan. (2) Tiny data: float's rounding
+  // there is absolute, not relative; both bounds carry an underflow term. (3) Scores beyond
+  // FLT_MAX: every row is rescored in double. Each against the long-double brute force.
+  const auto check = [](const Matrix<float>& x, const Matrix<float>& q, Metric m, std::size_t k) {
+    Pair p(std::size_t(x.cols()), m);
+    p.add(x);
+    require_same(p.plain, p.screened, q, k);
+    std::vector<Index> ids(std::size_t(x.rows()));
+    for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = Index(i);
+    const Hits<float> h = p.screened.search(q, k);
+    for (Eigen::Index i = 0; i < q.rows(); ++i) {
+      const auto ref = test::brute_force<float>(x, ids, q.row(i).data(), m);
+      for (Eigen::Index j = 0; j < Eigen::Index(k); ++j) {
+        CAPTURE(i);
+        CAPTURE(j);
+        CHECK(h.ids(i, j) == ref[std::size_t(j)].id);
+      }
+    }
+  };
+  Matrix<float> x(3, 2), q(1, 2);
+  x << -1e19f, 1e19f, 1e19f, -1e19f, -1e19f, -0.5e19f;  // inner products 0, 0, 3e38
+  q << -2e19f, -2e19f;
+  check(x, q, Metric::inner_product, 1);
+  for (float scale : {1e-22f, 1e-30f, 1e-40f, 1e20f})
+    for (Metric m : {Metric::l2, Metric::inner_product}) {
+      CAPTURE(scale);
+      CAPTURE(int(m));
+      check(test::random_matrix<float>(200, 7, 21, scale), test::random_matrix<float>(6, 7, 22, scale),
+            m, 5);
+    }
+}
+
 TEST_CASE("screening follows add, remove_ids and clear; filters, load, memory") {
   const Matrix<float> x = test::random_matrix<float>(1500, 64, 11);
   const Matrix<float> q = test::random_matrix<float>(12, 64, 12);

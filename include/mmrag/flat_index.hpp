@@ -168,9 +168,12 @@ class FlatIndex : public detail::FileBacked<FlatIndex<T>, T> {
       if (screen_ && params.filter.is_trivial())
         return detail::run_search(
             setup, queries, k, params.filter,
-            [&](const detail::QueryBlock<T>& qb, Eigen::Index, detail::Scanner<T>&) {
+            [&](const detail::QueryBlock<T>& qb, Eigen::Index, detail::Scanner<T>& scanner) {
+              std::vector<Eigen::Index> rest;  // queries too large for the screen's float keys
               screen_->scan(qb.q, qb.sq, qb.nb, qb.tops, store_.ids(), store_.sq_norms().data(),
-                            [&](std::size_t r) { return store_.code(r); }, metric_ == Metric::l2);
+                            [&](std::size_t r) { return store_.code(r); }, metric_ == Metric::l2,
+                            rest);
+              if (!rest.empty()) scanner.scan(qb, rest, detail::block_of(store_));
             });
     }
     const detail::Block<T> all = detail::block_of(store_);

@@ -15,10 +15,11 @@
 /// rescores every candidate inside it with the canonical double formula — so the result equals
 /// the float32 exact search, ids and scores.
 ///
-/// Memory: dim bytes per row plus 2 × dim floats of ranges (a 128-d float row is 512 bytes: the
-/// copy adds 25 %). Speed: the scan reads a quarter of the bytes and runs 64 multiply-adds per
+/// Memory: dim rounded up to a multiple of 4 bytes per row (rows in blocks of 16) plus 2 × dim
+/// floats of ranges: +25 % over float32 rows when dim is a multiple of 4. Speed: the scan reads a quarter of the bytes and runs 64 multiply-adds per
 /// instruction with AVX-512 VNNI (AVX-VNNI: 32; AVX2: exact 16-bit madd; else portable scalar).
-/// Thread safety: `scan` is const and reentrant; `build`, `add_reserved`, `keep` are not.
+/// Thread safety: `scan` is const and reentrant; `build`, `add_reserved`, `replace_codes` and
+/// `clear` are not.
 /// Source: FAISS ScalarQuantizer QT_8bit (the codes); the screen-then-rescore scheme of exact
 /// reduced-precision search; bounds after Higham, 2nd ed., §3.1.
 
@@ -113,25 +114,40 @@ class Int8Screen {
   /// Scores the nb queries `q` (nb × dim, prepared as the driver prepares them; `sq` their
   /// squared norms) against every row and pushes the screened keys into tops[i], whose margin
   /// is first widened by this screen's bound. `stored(r)` is row r's code in the index's store
-  /// and `sq_norms[r]` its squared norm (for l2): what the driver rescores.
+  /// and `sq_norms[r]` its squared norm (for l2): what the driver rescores. Queries whose
+  /// magnitudes the float evaluation cannot bound (keys beyond 2^100, where float arithmetic
+  /// could overflow) are not scanned: their indices go to `rest`, for the float32 scan.
   template <class StoredCode>
   void scan(const float* q, const float* sq, std::size_t nb, TopK<float>* tops,
-            std::span<const Index> ids, const float* sq_norms, StoredCode&& stored,
-            bool l2) const {
+            std::span<const Index> ids, const float* sq_norms, StoredCode&& stored, bool l2,
+            std::vector<Eigen::Index>& rest) const {
     if (rows_ == 0 || nb == 0) return;
-    // Per query: the SQ8 screen (detail/int8.hpp), its codes packed 4 per int32 lane.
+    // Per screened query: the SQ8 screen (detail/int8.hpp), its codes packed 4 per int32 lane.
     Sq8Query p;
     std::vector<std::int32_t> q4(nb * groups_, 0);
-    std::vector<float> bias(nb), scale(nb);
+    std::vector<float> bias(nb), scale(nb), sq_sel(nb);
+    std::vector<TopK<float>*> top_sel(nb);
+    std::size_t ns = 0;  // screened queries
     for (std::size_t i = 0; i < nb; ++i) {
       prepare_sq8_query(params_, q + i * dim_, p);
-      bias[i] = static_cast<float>(p.bias8);
-      scale[i] = static_cast<float>(p.scale8);
-      auto* bytes = reinterpret_cast<std::int8_t*>(q4.data() + i * groups_);
+      const float m = margin(p, sq[i], l2);
+      if (!(m < kMaxMagnitude)) {
+        rest.push_back(static_cast<Eigen::Index>(i));
+        continue;
+      }
+      bias[ns] = static_cast<float>(p.bias8);
+      scale[ns] = static_cast<float>(p.scale8);
+      sq_sel[ns] = sq[i];
+      top_sel[ns] = &tops[i];
+      auto* bytes = reinterpret_cast<std::int8_t*>(q4.data() + ns * groups_);
       std::copy(p.q8.begin(), p.q8.end(), bytes);  // pad bytes stay 0
-      tops[i].widen(margin(p, sq[i], l2));
+      tops[i].widen(m);
+      ++ns;
     }
-    Epilogue e{bias.data(), scale.data(), sq, l2 ? sq_norms : nullptr, ids, tops};
+    if (ns == 0) return;
+    nb = ns;
+    Epilogue e{bias.data(), scale.data(), sq_sel.data(), l2 ? sq_norms : nullptr, ids,
+               top_sel.data()};
     // Rows in chunks that stay in L2 while every query of the block passes over them.
     const std::size_t chunk = std::max<std::size_t>(1, kChunkBytes / block_bytes());
     const std::size_t blocks = blocks_for(rows_);
@@ -156,6 +172,8 @@ class Int8Screen {
   // Relative rounding of the float key evaluation (a handful of float operations on values the
   // magnitudes in `margin` bound), generously: 16 units of 2^-24.
   static constexpr double kEvalSlack = 16 * 0x1p-24;
+  // Beyond this a key's float evaluation could overflow: such queries take the float32 scan.
+  static constexpr float kMaxMagnitude = 0x1p100f;
 
   // Layout: blocks of 16 rows; in a block, group g (dims 4g..4g+3) is 64 bytes: row l's four
   // codes at 4l. So one 512-bit load feeds vpdpbusd 16 rows × 4 dims against one query's four
@@ -251,18 +269,24 @@ class Int8Screen {
     }
   }
 
-  /// Twice the screen's bound in key units for one query (see the file comment). The float
-  /// evaluation of a key rounds a few times on values at most E = |bias8| + scale8·max|I| (the
-  /// estimate) and, for l2, the two squared norms: kEvalSlack of those magnitudes covers it.
+  /// Twice the screen's bound in key units for one query (see the file comment); +inf when a
+  /// magnitude involved exceeds kMaxMagnitude (the query then takes the float32 scan). The
+  /// float evaluation of a key rounds a few times on values at most E = |bias8| + scale8·max|I|
+  /// (the estimate) and, for l2, the two squared norms: kEvalSlack of those magnitudes covers
+  /// it while they are normal floats; an absolute 2^-148 per operation and per term of a sum
+  /// (the float squared norms' own sums included) covers gradual underflow, where float's
+  /// rounding error is absolute (2^-150 at most) rather than relative.
   [[nodiscard]] float margin(const Sq8Query& p, float sq_q, bool l2) const noexcept {
     const double qn = std::sqrt(double(sq_q));
     const double bound = p.screen_error + qn * max_resid_;
     const double est = std::fabs(p.bias8) + p.scale8 * 127.0 * 255.0 * double(dim_);
+    const double big = double(kMaxMagnitude);
+    if (!(est < big) || !(bound < big) || !(double(sq_q) < big) || (l2 && !(max_sq_ < big)))
+      return std::numeric_limits<float>::infinity();
+    const double underflow = (127.0 * 255.0 * double(dim_) + 2.0 * double(dim_) + 64.0) * 0x1p-148;
     const double slack =
-        kEvalSlack * (l2 ? double(sq_q) + max_sq_ + 2 * (est + bound) : est + bound);
-    const double m = ((l2 ? 4 : 2) * bound + 2 * slack) * (1 + 0x1p-20);
-    return m > double(std::numeric_limits<float>::max()) ? std::numeric_limits<float>::infinity()
-                                                           : static_cast<float>(m);
+        kEvalSlack * (l2 ? double(sq_q) + max_sq_ + 2 * (est + bound) : est + bound) + underflow;
+    return static_cast<float>(((l2 ? 4 : 2) * bound + 2 * slack) * (1 + 0x1p-20));
   }
 
   /// Keys (lower is better) from one block's int32 dots — −(bias + scale·I) for similarities,
@@ -274,7 +298,7 @@ class Int8Screen {
     const float* sq_q;
     const float* sq_x;  // null: not l2
     std::span<const Index> ids;
-    TopK<float>* tops;
+    TopK<float>* const* tops;
 
     template <class StoredCode>
     void push(std::size_t i, const std::int32_t* dots, std::size_t first, std::size_t lanes,
@@ -284,7 +308,7 @@ class Int8Screen {
       using I = xsimd::batch<std::int32_t>;
       constexpr std::size_t W = F::size;  // divides 16 on every arch xsimd 8 supports
       const F b(bias[i]), s(scale[i]);
-      TopK<float>& top = tops[i];
+      TopK<float>& top = *tops[i];
       bool any = false;
       for (std::size_t l = 0; l < kLanes; l += W) {
         const F est = xsimd::fma(xsimd::batch_cast<float>(I::load_unaligned(dots + l)), s, b);

@@ -72,7 +72,10 @@ class TopK {
       pool_.pop_back();  // exact keys: what the heap rejects can never come back
       return;
     }
-    if (heap_.size() == k_) admit_ = heap_.front().key + margin_;
+    if (heap_.size() == k_) {
+      admit_ = heap_.front().key + margin_;
+      if (std::isnan(admit_)) admit_ = std::numeric_limits<T>::infinity();  // -inf + inf
+    }
     if (pool_.size() >= prune_at_) {
       settle();
       prune_at_ = std::max<std::size_t>(2 * pool_.size(), 2 * k_ + 64);

@@ -11,7 +11,9 @@
 /// ||q||² + ||x||² - 2 q·x. Both err by at most γ·(terms) with γ = (d + 5)·u (u = unit round-off
 /// of T; the bound of any summation order, Higham, "Accuracy and Stability of Numerical
 /// Algorithms", §3.1): |q·x|-error <= γ ||q|| ||x||, l2-error <= γ (||q|| + ||x||)², using the
-/// index's largest stored norm for ||x||. Every candidate within twice that bound of the k-th
+/// index's largest stored norm for ||x||, plus an absolute (4d + 16)·denorm_min/2 for gradual
+/// underflow (tiny data). Keys that overflow to -inf tie at the top of the heap and are all
+/// rescored; a margin beyond T's range is +inf, and then every row is. Every candidate within twice that bound of the k-th
 /// screened key is rescored with one canonical formula (products and sums in double: for float
 /// data, exact products), and the top-k is chosen on those scores, ties to the smaller id. So
 /// the result is the true top-k for any finite data, identical for a query alone or in any
@@ -257,7 +259,13 @@ template <class T>
   const double u = std::numeric_limits<T>::epsilon() / 2;
   const double gamma = 2.02 * (double(dim) + 5) * u;  // 2×: rescoring in T=double also rounds
   const double nq = std::sqrt(double(sq_query)), nx = std::sqrt(double(max_sq_norm));
-  const double bound = metric == Metric::l2 ? gamma * (nq + nx) * (nq + nx) : gamma * nq * nx;
+  // Gradual underflow: below T's smallest normal, rounding errs by up to half the smallest
+  // subnormal per operation, absolutely — (4d + 16) operations' worth covers a key's products,
+  // sums and squared norms.
+  const double tiny = double(std::numeric_limits<T>::denorm_min()) / 2;
+  const double underflow = (4 * double(dim) + 16) * tiny;
+  const double bound = (metric == Metric::l2 ? gamma * (nq + nx) * (nq + nx) : gamma * nq * nx) +
+                       underflow;
   const double margin = 2 * bound;
   return margin > double(std::numeric_limits<T>::max()) ? std::numeric_limits<T>::infinity()
                                                          : static_cast<T>(margin);
