@@ -38,6 +38,13 @@
 #include "mmrag/config.hpp"
 #include "mmrag/detail/topk.hpp"
 
+// Full unrolling of the per-query loops of the kernel, whatever the optimization level.
+#if defined(__clang__)
+#define MMRAG_SCREEN_UNROLL _Pragma("unroll")
+#else
+#define MMRAG_SCREEN_UNROLL _Pragma("GCC unroll 8")
+#endif
+
 namespace mmrag::detail {
 
 class Int8Screen {
@@ -214,13 +221,17 @@ class Int8Screen {
   template <std::size_t Q>
   void dots_vnni(const std::uint8_t* block, const std::int32_t* q4,
                  std::int32_t (*dots)[kLanes]) const noexcept {
+    // The j loops must unroll (at -O2 too) so that the Q accumulators live in registers.
     __m512i acc[Q];
+MMRAG_SCREEN_UNROLL
     for (std::size_t j = 0; j < Q; ++j) acc[j] = _mm512_setzero_si512();
     for (std::size_t g = 0; g < groups_; ++g) {
       const __m512i rows = _mm512_loadu_si512(block + g * 64);  // unsigned codes
+MMRAG_SCREEN_UNROLL
       for (std::size_t j = 0; j < Q; ++j)  // signed query codes, broadcast
         acc[j] = _mm512_dpbusd_epi32(acc[j], rows, _mm512_set1_epi32(q4[j * groups_ + g]));
     }
+MMRAG_SCREEN_UNROLL
     for (std::size_t j = 0; j < Q; ++j) _mm512_storeu_si512(dots[j], acc[j]);
   }
 #endif
@@ -314,10 +325,15 @@ class Int8Screen {
         const F est = xsimd::fma(xsimd::batch_cast<float>(I::load_unaligned(dots + l)), s, b);
         F key = -est;
         if (sq_x) {
-          // rows past `lanes` read a neighbour's norm (or 0 past the end): never pushed below
-          alignas(64) float sx[W];
-          for (std::size_t t = 0; t < W; ++t) sx[t] = first + l + t < first + lanes ? sq_x[first + l + t] : 0.f;
-          key = F(sq_q[i]) + F::load_aligned(sx) - F(2.f) * est;
+          F sx;
+          if (lanes == kLanes) {
+            sx = F::load_unaligned(sq_x + first + l);
+          } else {  // the last block: lanes past the end are 0 (and never pushed below)
+            alignas(64) float part[W];
+            for (std::size_t t = 0; t < W; ++t) part[t] = l + t < lanes ? sq_x[first + l + t] : 0.f;
+            sx = F::load_aligned(part);
+          }
+          key = F(sq_q[i]) + sx - F(2.f) * est;
         }
         key.store_unaligned(keys + l);
         any = any || xsimd::any(!(key > F(top.admit())));
