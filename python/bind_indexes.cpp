@@ -31,6 +31,17 @@ Matrix<Index> index_matrix(const py::handle& obj, const char* where, const char*
                                          static_cast<Eigen::Index>(w.shape(1)));
 }
 
+/// Runs f(index) on the box's index with the GIL released and the index locked for writing
+/// (searches in other threads finish first).
+template <class B, class F>
+void write_locked(B& b, F&& f) {
+  b.visit([&](auto& index) {
+    py::gil_scoped_release unlocked;
+    std::unique_lock lock(b.mu);
+    f(index);
+  });
+}
+
 KMeansParams kmeans_params(std::optional<std::size_t> iterations, std::uint64_t seed,
                            std::size_t max_points_per_centroid,
                            std::size_t init_points_per_centroid, std::optional<bool> spherical,
@@ -123,23 +134,11 @@ nprobe is accepted and ignored (exact search). Raises ValueError on a wrong shap
 NaN/Inf queries, TypeError on a non-floating dtype.)doc");
   flat.def(
       "clear",
-      [](FlatBox& b) {
-        b.visit([&](auto& index) {
-          py::gil_scoped_release unlocked;
-          std::unique_lock lock(b.mu);
-          index.clear();
-        });
-      },
+      [](FlatBox& b) { write_locked(b, [](auto& index) { index.clear(); }); },
       "Removes every vector (ids keep counting).");
   flat.def(
       "enable_screening",
-      [](FlatBox& b) {
-        b.visit([&](auto& index) {
-          py::gil_scoped_release unlocked;
-          std::unique_lock lock(b.mu);
-          index.enable_screening();
-        });
-      },
+      [](FlatBox& b) { write_locked(b, [](auto& index) { index.enable_screening(); }); },
       R"doc(Exact search through int8 screening from now on: keeps an SQ8 copy of the rows (dim
 bytes per row more) that unfiltered searches scan first, then rescores exactly every
 candidate the screen's error bound cannot exclude: results equal the float32 search's. Not
@@ -147,13 +146,7 @@ part of save / serialize: call again after load or parse. Raises ValueError for 
 or a compressed storage.)doc");
   flat.def(
       "disable_screening",
-      [](FlatBox& b) {
-        b.visit([&](auto& index) {
-          py::gil_scoped_release unlocked;
-          std::unique_lock lock(b.mu);
-          index.disable_screening();
-        });
-      },
+      [](FlatBox& b) { write_locked(b, [](auto& index) { index.disable_screening(); }); },
       "Back to the float32 scan only; frees the int8 copy.");
   flat.def_property_readonly(
       "screening",
