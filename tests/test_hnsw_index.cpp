@@ -169,6 +169,25 @@ TEST_CASE("HnswIndex: an ef far beyond the graph's size allocates for the graph,
   CHECK(f.found(0) == 3);
 }
 
+TEST_CASE("HnswIndex: cosine on huge and tiny norms") {
+  // Break-it review: the squared norm of (1e20, 0) overflows float and that of (1e-25, 0)
+  // underflows; normalization scales by the largest magnitude first, as FlatIndex does.
+  HnswIndex<float> h(2, Metric::cosine);
+  Matrix<float> x(3, 2);
+  x << 1e20f, 0, 1e-25f, 0, 1, 1;
+  h.add(x);
+  for (float s : {1.f, 1e20f, 1e-25f}) {
+    Matrix<float> q(1, 2);
+    q << s, 0;
+    const auto r = h.search(q, 3);
+    CHECK(r.ids(0, 0) == 0);
+    CHECK(r.ids(0, 1) == 1);
+    CHECK(r.scores(0, 0) == doctest::Approx(1.0));
+    CHECK(r.scores(0, 1) == doctest::Approx(1.0));
+    CHECK(r.scores(0, 2) == doctest::Approx(0.70710678));
+  }
+}
+
 TEST_CASE("HnswIndex: padding, empty index, default ids after the largest id ever added") {
   HnswIndex<float> index(4, Metric::inner_product);
   const Matrix<float> q = test::random_matrix<float>(2, 4, 1);

@@ -62,6 +62,7 @@
 #include <functional>
 #include <limits>
 #include <mutex>
+#include <new>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -77,6 +78,7 @@
 #include "mmrag/detail/persist.hpp"
 #include "mmrag/detail/simd.hpp"
 #include "mmrag/search_params.hpp"
+#include "mmrag/similarity.hpp"
 
 namespace mmrag {
 
@@ -230,10 +232,15 @@ class HnswIndex {
     detail::check_finite_rows(where, "queries", queries);
     const auto nq = queries.rows();
     Hits<T> hits;
-    hits.ids.setConstant(nq, static_cast<Eigen::Index>(k), Index(-1));
-    hits.scores.setConstant(nq, static_cast<Eigen::Index>(k),
-                            higher_is_better(metric_) ? -std::numeric_limits<T>::infinity()
-                                                      : std::numeric_limits<T>::infinity());
+    try {
+      hits.ids.setConstant(nq, static_cast<Eigen::Index>(k), Index(-1));
+      hits.scores.setConstant(nq, static_cast<Eigen::Index>(k),
+                              higher_is_better(metric_) ? -std::numeric_limits<T>::infinity()
+                                                        : std::numeric_limits<T>::infinity());
+    } catch (const std::bad_alloc&) {
+      throw std::invalid_argument(std::string(where) + ": k = " + std::to_string(k) +
+                                  " is too large: the result cannot be allocated");
+    }
     if (live_ == 0 || nq == 0) return hits;
     [[maybe_unused]] const bool parallel = nq > 1 && static_cast<long long>(nq) * static_cast<long long>(dim_) *
                                             static_cast<long long>(params.ef_search) >
@@ -593,13 +600,9 @@ class HnswIndex {
     return static_cast<std::uint8_t>(std::min<double>(l, kMaxLevel));
   }
 
-  void normalize(T* v) const noexcept {
-    const T n2 = detail::dot_kernel<T>(v, v, dim_);
-    if (n2 > T(0)) {
-      const T inv = T(1) / std::sqrt(n2);
-      for (std::size_t i = 0; i < dim_; ++i) v[i] *= inv;
-    }
-  }
+  // The flat indexes' normalization (similarity.hpp): rows of tiny or huge norm are scaled by
+  // their largest magnitude first, so their squared norm neither underflows nor overflows.
+  void normalize(T* v) const noexcept { detail::normalize_row(v, dim_); }
 
   // ---- distances ----------------------------------------------------------------------------
 
