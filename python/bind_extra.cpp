@@ -122,7 +122,7 @@ m: sub-quantizers (0 = dim / 2); refine: storage of the exact rescoring store, o
           const auto r =
               rows_of<T>(x, "mmrag.IvfPqIndex.train", "x", static_cast<long long>(index.dim()));
           py::gil_scoped_release unlocked;
-          std::unique_lock lock(b.mu);
+          auto lock = write_lock(b);
           index.train(r.map);
         });
       },

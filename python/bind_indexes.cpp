@@ -37,7 +37,7 @@ template <class B, class F>
 void write_locked(B& b, F&& f) {
   b.visit([&](auto& index) {
     py::gil_scoped_release unlocked;
-    std::unique_lock lock(b.mu);
+    auto lock = write_lock(b);
     f(index);
   });
 }
@@ -82,7 +82,7 @@ void def_mine(py::module_& m) {
           HardNegatives<T> h;
           {
             py::gil_scoped_release unlocked;
-            std::shared_lock lock(b.mu);
+            auto lock = read_lock(b);
             h = mine_hard_negatives(index, r.map, pos, options);
           }
           return result_type("HardNegatives")(to_numpy(std::move(h.negatives)),
@@ -182,7 +182,7 @@ train(x) before add. With nprobe = nlist the search is exact. Thread safety as F
           p.iterations = iterations;
           p.seed = seed;
           py::gil_scoped_release unlocked;
-          std::unique_lock lock(b.mu);
+          auto lock = write_lock(b);
           index.train(r.map, p);
         });
       },
@@ -216,7 +216,7 @@ train(x) before add. With nprobe = nlist the search is exact. Thread safety as F
           Hits<T> hits;
           {
             py::gil_scoped_release unlocked;
-            std::shared_lock lock(b.mu);
+            auto lock = read_lock(b);
             SearchParams params;
             params.filter = filter.filter;
             hits = index.search_preassigned(r.map, static_cast<std::size_t>(k), p, params);
@@ -236,7 +236,7 @@ train(x) before add. With nprobe = nlist the search is exact. Thread safety as F
           Matrix<Index> cells;
           {
             py::gil_scoped_release unlocked;
-            std::shared_lock lock(b.mu);
+            auto lock = read_lock(b);
             cells = index.probe_cells(r.map, nprobe);
           }
           return to_numpy(std::move(cells));
@@ -249,7 +249,7 @@ train(x) before add. With nprobe = nlist the search is exact. Thread safety as F
   });
   ivf.def_property_readonly("is_trained", [](const IvfBox& b) {
     return b.visit([&](const auto& index) {
-      std::shared_lock lock(b.mu);
+      auto lock = read_lock(b);
       return index.is_trained();
     });
   });

@@ -5,12 +5,14 @@
 /// Python threads may call anything at any time: searches run in parallel (shared lock, GIL
 /// released), add / train / remove_ids wait for them (exclusive lock). Not installed; not API.
 
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <thread>
 #include <variant>
 
 #include <pybind11/stl/filesystem.h>
@@ -22,7 +24,11 @@ namespace mmrag::python {
 template <template <class> class I>
 struct Box {
   std::variant<I<float>, I<double>> index;
+  // Searches share the index, add / remove_ids / train / clear own it. glibc's rwlock lets new
+  // readers in while a writer waits, so back-to-back searches could hold off an add for
+  // minutes: readers step aside while a writer waits (read_lock / write_lock below).
   mutable std::shared_mutex mu;
+  mutable std::atomic<int> writers_waiting{0};
 
   template <std::size_t N, class... A>
   explicit Box(std::in_place_index_t<N> tag, A&&... a) : index(tag, std::forward<A>(a)...) {}
@@ -42,6 +48,21 @@ struct Box {
   }
   [[nodiscard]] bool is_double() const noexcept { return index.index() == 1; }
 };
+
+/// A shared (search) lock on b's index that first lets any waiting writer through.
+template <class B>
+std::shared_lock<std::shared_mutex> read_lock(const B& b) {
+  while (b.writers_waiting.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+  return std::shared_lock<std::shared_mutex>(b.mu);
+}
+/// An exclusive (mutating) lock on b's index; new searches wait while it is wanted.
+template <class B>
+std::unique_lock<std::shared_mutex> write_lock(const B& b) {
+  b.writers_waiting.fetch_add(1, std::memory_order_acq_rel);
+  std::unique_lock<std::shared_mutex> lock(b.mu);
+  b.writers_waiting.fetch_sub(1, std::memory_order_acq_rel);
+  return lock;
+}
 
 template <class X>
 using scalar_of = typename std::decay_t<X>::Scalar;
@@ -77,7 +98,7 @@ void def_common(py::class_<Box<I>>& c, const std::string& name) {
           using T = scalar_of<decltype(index)>;
           const auto r = rows_of<T>(x, where, "x", static_cast<long long>(index.dim()));
           py::gil_scoped_release unlocked;
-          std::unique_lock lock(b.mu);
+          auto lock = write_lock(b);
           index.add(r.map, id, mo);
         });
       },
@@ -92,7 +113,7 @@ void def_common(py::class_<Box<I>>& c, const std::string& name) {
         const auto id = ints_of<Index>(ids, "remove_ids", "ids");
         return b.visit([&](auto& index) {
           py::gil_scoped_release unlocked;
-          std::unique_lock lock(b.mu);
+          auto lock = write_lock(b);
           return index.remove_ids(id);
         });
       },
@@ -102,7 +123,7 @@ void def_common(py::class_<Box<I>>& c, const std::string& name) {
       [](const B& b, const std::filesystem::path& path) {
         b.visit([&](const auto& index) {
           py::gil_scoped_release unlocked;
-          std::shared_lock lock(b.mu);
+          auto lock = read_lock(b);
           file_call([&] { index.save(path); });
         });
       },
@@ -125,7 +146,7 @@ void def_common(py::class_<Box<I>>& c, const std::string& name) {
       [](const B& b) {
         std::vector<char> bytes = b.visit([&](const auto& index) {
           py::gil_scoped_release unlocked;
-          std::shared_lock lock(b.mu);
+          auto lock = read_lock(b);
           return index.serialize();
         });
         return py::bytes(bytes.data(), bytes.size());
@@ -147,7 +168,7 @@ void def_common(py::class_<Box<I>>& c, const std::string& name) {
       [](const B& b) {
         std::vector<char> bytes = b.visit([&](const auto& index) {
           py::gil_scoped_release unlocked;
-          std::shared_lock lock(b.mu);
+          auto lock = read_lock(b);
           return index.serialize();
         });
         return py::bytes(bytes.data(), bytes.size());
@@ -157,14 +178,14 @@ void def_common(py::class_<Box<I>>& c, const std::string& name) {
       "memory_bytes",
       [](const B& b) {
         return b.visit([&](const auto& index) {
-          std::shared_lock lock(b.mu);
+          auto lock = read_lock(b);
           return index.memory_bytes();
         });
       },
       "Bytes the index holds (vectors or codes, ids, tags, and structure).");
   c.def("__len__", [](const B& b) {
     return b.visit([&](const auto& index) {
-      std::shared_lock lock(b.mu);
+      auto lock = read_lock(b);
       return index.size();
     });
   });
@@ -172,7 +193,7 @@ void def_common(py::class_<Box<I>>& c, const std::string& name) {
       "ntotal",
       [](const B& b) {
         return b.visit([&](const auto& index) {
-          std::shared_lock lock(b.mu);
+          auto lock = read_lock(b);
           return index.size();
         });
       },
@@ -203,7 +224,7 @@ void def_common(py::class_<Box<I>>& c, const std::string& name) {
   c.def("__repr__", [name](const B& b) {
     return b.visit([&](const auto& index) {
       using T = scalar_of<decltype(index)>;
-      std::shared_lock lock(b.mu);
+      auto lock = read_lock(b);
       return "<mmrag." + name + " dim=" + std::to_string(index.dim()) +
              " metric=" + to_string(index.metric()) + " dtype=" + dtype_name<T>() +
              " size=" + std::to_string(index.size()) + ">";
@@ -224,7 +245,7 @@ py::tuple search_box(const Box<I>& b, const py::handle& q, long long k,
     Hits<T> hits;
     {
       py::gil_scoped_release unlocked;
-      std::shared_lock lock(b.mu);
+      auto lock = read_lock(b);
       hits = index.search(r.map, static_cast<std::size_t>(k), make_params(filter.filter));
     }
     return hits_tuple(std::move(hits));
