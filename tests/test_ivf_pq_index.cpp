@@ -145,55 +145,40 @@ TEST_CASE("IvfPqIndex recall@10 on clustered 10k × 64 data") {
   // Trained on 40 % of the rows (as FAISS users do): enough for 64 cells and 256 codewords
   // per sub-space, and four times less k-means, which dominates this test under sanitizers.
   const Matrix<float> sample = base.topRows(4000);
-  SUBCASE("4-bit, float32 refine, l2: >= 0.95 at nprobe = nlist / 4") {
-    IvfPqIndex<float> index(64, nlist, Metric::l2,
-                            {.m = 32, .nbits = 4, .refine = Storage::float32});
+  // recall@10 at nprobe = nlist / 4, k_factor 8, of an index built with these parameters.
+  const auto measured = [&](Metric metric, PqParams params, const char* what) {
+    IvfPqIndex<float> index(64, nlist, metric, params);
     index.train(sample);
     index.add(base);
     CHECK(index.size() == 10000);
     const double r = recall(index, base, queries, 10, {.nprobe = nlist / 4, .k_factor = 8});
-    MESSAGE("recall@10 4-bit + refine: " << r);
-    CHECK(r >= 0.95);
+    MESSAGE("recall@10 " << what << ", metric " << int(metric) << ": " << r);
+    return r;
+  };
+  SUBCASE("4-bit, float32 refine, l2: >= 0.95 at nprobe = nlist / 4") {
+    CHECK(measured(Metric::l2, {.m = 32, .nbits = 4, .refine = Storage::float32}, "4-bit + refine") >=
+          0.95);
   }
   SUBCASE("4-bit, no refine: >= 0.5") {
-    IvfPqIndex<float> index(64, nlist, Metric::l2, {.m = 32, .nbits = 4, .refine = std::nullopt});
-    index.train(sample);
-    index.add(base);
-    const double r = recall(index, base, queries, 10, {.nprobe = nlist / 4, .k_factor = 8});
-    MESSAGE("recall@10 4-bit PQ only: " << r);
-    CHECK(r >= 0.5);
+    CHECK(measured(Metric::l2, {.m = 32, .nbits = 4, .refine = std::nullopt}, "4-bit PQ only") >=
+          0.5);
   }
   SUBCASE("8-bit, refine, inner product and cosine: >= 0.95") {
-    for (Metric metric : {Metric::inner_product, Metric::cosine}) {
-      IvfPqIndex<float> index(64, nlist, metric, {.m = 16, .nbits = 8, .refine = Storage::float32});
-      index.train(sample);
-      index.add(base);
-      const double r = recall(index, base, queries, 10, {.nprobe = nlist / 4, .k_factor = 8});
-      MESSAGE("recall@10 8-bit + refine, metric " << int(metric) << ": " << r);
-      CHECK(r >= 0.95);
-    }
+    for (Metric metric : {Metric::inner_product, Metric::cosine})
+      CHECK(measured(metric, {.m = 16, .nbits = 8, .refine = Storage::float32}, "8-bit + refine") >=
+            0.95);
   }
   SUBCASE("4-bit, refine, cosine: >= 0.95") {
-    IvfPqIndex<float> index(64, nlist, Metric::cosine,
-                            {.m = 32, .nbits = 4, .refine = Storage::float32});
-    index.train(sample);
-    index.add(base);
-    const double r = recall(index, base, queries, 10, {.nprobe = nlist / 4, .k_factor = 8});
-    MESSAGE("recall@10 4-bit + refine cosine: " << r);
-    CHECK(r >= 0.95);
+    CHECK(measured(Metric::cosine, {.m = 32, .nbits = 4, .refine = Storage::float32},
+                   "4-bit + refine") >= 0.95);
   }
   SUBCASE("4-bit, default refine (int8 when built): l2 >= 0.9, cosine >= 0.7") {
     // These clusters are tight: a row's 10 nearest neighbours differ by less than one int8
     // step per dimension, so int8 rescoring caps recall here (measured 0.945 and 0.767); on
     // Fashion-MNIST's integer pixels int8 is lossless.
-    for (Metric metric : {Metric::l2, Metric::cosine}) {
-      IvfPqIndex<float> index(64, nlist, metric, {.m = 32});
-      index.train(sample);
-      index.add(base);
-      const double r = recall(index, base, queries, 10, {.nprobe = nlist / 4, .k_factor = 8});
-      MESSAGE("recall@10 4-bit + default refine, metric " << int(metric) << ": " << r);
-      CHECK(r >= (metric == Metric::l2 ? 0.9 : 0.7));
-    }
+    for (Metric metric : {Metric::l2, Metric::cosine})
+      CHECK(measured(metric, {.m = 32}, "4-bit + default refine") >=
+            (metric == Metric::l2 ? 0.9 : 0.7));
   }
 }
 

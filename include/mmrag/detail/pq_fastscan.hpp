@@ -100,7 +100,17 @@ inline void pq4_accumulate_portable(const std::uint8_t* lut, const std::uint8_t*
   }
 }
 
-#if defined(__AVX2__)
+#if defined(__AVX2__)  // (AVX-512BW implies it: both kernels share this)
+/// Stores a block's 32 sums from the folded 16-bit halves: lane s of an "e" sum is vector 2s,
+/// of an "o" sum vector 2s + 1 (lo: vectors 0-15, hi: 16-31), so they are interleaved back.
+inline void pq4_store_sums(__m128i lo_e, __m128i lo_o, __m128i hi_e, __m128i hi_o,
+                           std::uint16_t* out) noexcept {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_unpacklo_epi16(lo_e, lo_o));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 8), _mm_unpackhi_epi16(lo_e, lo_o));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16), _mm_unpacklo_epi16(hi_e, hi_o));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 24), _mm_unpackhi_epi16(hi_e, hi_o));
+}
+
 /// AVX2: two sub-quantizers per 256-bit `vpshufb`.
 inline void pq4_accumulate_avx2(const std::uint8_t* lut, const std::uint8_t* block, std::size_t mp,
                                 std::uint16_t* out) noexcept {
@@ -120,12 +130,7 @@ inline void pq4_accumulate_avx2(const std::uint8_t* lut, const std::uint8_t* blo
   auto fold = [](__m256i v) {
     return _mm_add_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   };
-  // Lane s of an "e" sum is vector 2s, of an "o" sum vector 2s + 1: interleave them back.
-  const __m128i le = fold(lo_e), lo2 = fold(lo_o), he = fold(hi_e), ho = fold(hi_o);
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_unpacklo_epi16(le, lo2));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 8), _mm_unpackhi_epi16(le, lo2));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16), _mm_unpacklo_epi16(he, ho));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 24), _mm_unpackhi_epi16(he, ho));
+  pq4_store_sums(fold(lo_e), fold(lo_o), fold(hi_e), fold(hi_o), out);
 }
 #endif
 
@@ -151,11 +156,7 @@ inline void pq4_accumulate_avx512(const std::uint8_t* lut, const std::uint8_t* b
     const __m256i h = _mm512_castsi512_si256(_mm512_add_epi16(v, _mm512_shuffle_i64x2(v, v, 0x4E)));
     return _mm_add_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
   };
-  const __m128i le = fold(lo_e), lo2 = fold(lo_o), he = fold(hi_e), ho = fold(hi_o);
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_unpacklo_epi16(le, lo2));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 8), _mm_unpackhi_epi16(le, lo2));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16), _mm_unpacklo_epi16(he, ho));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 24), _mm_unpackhi_epi16(he, ho));
+  pq4_store_sums(fold(lo_e), fold(lo_o), fold(hi_e), fold(hi_o), out);
 }
 #endif
 
