@@ -242,13 +242,13 @@ class HnswIndex {
                                   " is too large: the result cannot be allocated");
     }
     if (live_ == 0 || nq == 0) return hits;
-    [[maybe_unused]] const bool parallel = nq > 1 && static_cast<long long>(nq) * static_cast<long long>(dim_) *
-                                            static_cast<long long>(params.ef_search) >
-                                        detail::kParallelWork;
-    MMRAG_OMP(parallel for schedule(dynamic, 1) if(parallel))
-    for (Eigen::Index q = 0; q < nq; ++q)
+    const bool parallel = static_cast<long long>(nq) * static_cast<long long>(dim_) *
+                              static_cast<long long>(params.ef_search) >
+                          detail::kParallelWork;
+    detail::parallel_for<Eigen::Index>(0, nq, parallel, 1, [&](Eigen::Index q) {
       search_one(queries.row(q).data(), k, params, hits.ids.row(q).data(),
                  hits.scores.row(q).data());
+    });
     return hits;
   }
 
@@ -292,8 +292,8 @@ class HnswIndex {
     std::vector<std::uint32_t> free_next(free_);
     free_next.reserve(free_.size() + removed);
     const auto np = static_cast<long long>(patches.size());
-    MMRAG_OMP(parallel for schedule(dynamic, 16) if(np > 64))
-    for (long long i = 0; i < np; ++i) repair(patches[static_cast<std::size_t>(i)], doomed);
+    detail::parallel_for<long long>(0, np, np > 64, 16,
+                                    [&](long long i) { repair(patches[static_cast<std::size_t>(i)], doomed); });
 
     // ---- commit (no throw below) ----
     for (auto& p : patches) {
@@ -1017,8 +1017,8 @@ class HnswIndex {
     while (done < n) {
       const std::size_t end = std::min(n, done + kProgressChunk);
       const auto lo = static_cast<long long>(done), hi = static_cast<long long>(end);
-      MMRAG_OMP(parallel for schedule(dynamic, 8) if(hi - lo > 16))
-      for (long long i = lo; i < hi; ++i) one(slot[static_cast<std::size_t>(i)]);
+      detail::parallel_for<long long>(lo, hi, hi - lo > 16, 8,
+                                      [&](long long i) { one(slot[static_cast<std::size_t>(i)]); });
       done = end;
       if (params_.progress) params_.progress(reported = done, n);
     }

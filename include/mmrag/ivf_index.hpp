@@ -338,25 +338,48 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
     return {where, dim_, metric_, &codec_, size_, stats_.max_sq_norm, kQueryBlock};
   }
 
-  /// Visits, for the queries of one block, their cells (`probes`: nb × p, -1 = none): the
-  /// (cell, query) pairs are sorted by cell so that each cell is scanned once for all of its
-  /// visitors — no nlist-sized scratch, so a single query costs O(p), whatever nlist is.
+  /// Visits, for the queries of one block, their cells (`probes`: nb × p, -1 = none), each cell
+  /// once for all of its visitors. The (cell, query) pairs are grouped by cell with a counting
+  /// sort when they are many (O(nlist + pairs)), else sorted (O(pairs log pairs)): a single
+  /// query costs O(p), whatever nlist is.
   void scan_cells(const detail::QueryBlock<T>& qb, const Index* probes, std::size_t p,
                   detail::Scanner<T>& scanner) const {
-    std::vector<std::pair<Index, Eigen::Index>> visits;
-    visits.reserve(qb.nb * p);
-    for (std::size_t i = 0; i < qb.nb; ++i)
-      for (std::size_t j = 0; j < p; ++j)
-        if (probes[i * p + j] >= 0) visits.emplace_back(probes[i * p + j], static_cast<Eigen::Index>(i));
-    std::sort(visits.begin(), visits.end());
-    visits.erase(std::unique(visits.begin(), visits.end()), visits.end());  // a cell listed twice
     std::vector<Eigen::Index> who;
+    auto visit = [&](Index cell) {
+      // A query listing a cell twice visits it once (its entries are adjacent here).
+      who.erase(std::unique(who.begin(), who.end()), who.end());
+      const VectorStore<T>& list = lists_[static_cast<std::size_t>(cell)];
+      if (!list.empty()) scanner.scan(qb, who, detail::block_of(list));
+    };
+    const std::size_t pairs = qb.nb * p;
+    if (pairs * 4 >= nlist_) {
+      std::vector<std::size_t> start(nlist_ + 1, 0);
+      for (std::size_t v = 0; v < pairs; ++v)
+        if (probes[v] >= 0) ++start[static_cast<std::size_t>(probes[v]) + 1];
+      for (std::size_t l = 0; l < nlist_; ++l) start[l + 1] += start[l];
+      std::vector<Eigen::Index> by_cell(start[nlist_]);
+      std::vector<std::size_t> fill(start.begin(), start.end() - 1);
+      for (std::size_t v = 0; v < pairs; ++v)  // queries in order: each cell's list is sorted
+        if (probes[v] >= 0)
+          by_cell[fill[static_cast<std::size_t>(probes[v])]++] = static_cast<Eigen::Index>(v / p);
+      for (std::size_t l = 0; l < nlist_; ++l) {
+        if (start[l] == start[l + 1]) continue;
+        who.assign(by_cell.begin() + static_cast<std::ptrdiff_t>(start[l]),
+                   by_cell.begin() + static_cast<std::ptrdiff_t>(start[l + 1]));
+        visit(static_cast<Index>(l));
+      }
+      return;
+    }
+    std::vector<std::pair<Index, Eigen::Index>> visits;
+    visits.reserve(pairs);
+    for (std::size_t v = 0; v < pairs; ++v)
+      if (probes[v] >= 0) visits.emplace_back(probes[v], static_cast<Eigen::Index>(v / p));
+    std::sort(visits.begin(), visits.end());
     for (std::size_t v = 0; v < visits.size();) {
       const Index cell = visits[v].first;
       who.clear();
       for (; v < visits.size() && visits[v].first == cell; ++v) who.push_back(visits[v].second);
-      const VectorStore<T>& list = lists_[static_cast<std::size_t>(cell)];
-      if (!list.empty()) scanner.scan(qb, who, detail::block_of(list));
+      visit(cell);
     }
   }
 

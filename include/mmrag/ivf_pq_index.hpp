@@ -216,7 +216,12 @@ class IvfPqIndex : public detail::FileBacked<IvfPqIndex<T>, T> {
     const T pad = higher ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
     const auto kk = static_cast<Eigen::Index>(k);
     Hits<T> out{Matrix<Index>::Constant(nq, kk, Index(-1)), Matrix<T>::Constant(nq, kk, pad)};
-    MMRAG_OMP(parallel if (nq > 1)) {
+    if (nq == 1) {  // no OpenMP region at all: entering one costs microseconds (config.hpp)
+      Scratch s;
+      search_one(queries.row(0).data(), k, params, s, out.ids.row(0).data(), out.scores.row(0).data());
+      return out;
+    }
+    MMRAG_OMP(parallel) {
       Scratch s;
       MMRAG_OMP(for schedule(dynamic))
       for (Eigen::Index q = 0; q < nq; ++q)

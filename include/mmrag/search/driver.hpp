@@ -302,9 +302,8 @@ template <class T, class Plan>
 
   const Eigen::Index blocks = (nq + s.query_block - 1) / s.query_block;
   // One rule for going parallel: more than one block and enough work to pay for the threads.
-  [[maybe_unused]] const double work = double(nq) * double(s.size) * double(s.dim);
-  MMRAG_OMP(parallel for schedule(dynamic) if (blocks > 1 && work > double(kParallelWork)))
-  for (Eigen::Index bi = 0; bi < blocks; ++bi) {
+  const double work = double(nq) * double(s.size) * double(s.dim);
+  parallel_for<Eigen::Index>(0, blocks, work > double(kParallelWork), 1, [&](Eigen::Index bi) {
     const Eigen::Index first_q = bi * s.query_block;
     const auto nb = static_cast<std::size_t>(std::min(s.query_block, nq - first_q));
     std::vector<TopK<T>> tops;
@@ -317,12 +316,21 @@ template <class T, class Plan>
     Scanner<T> scanner(*s.codec, s.metric, filter);
     plan(qb, first_q, scanner);
 
-    // Exact rescoring of every candidate the margin could not rule out.
+    // Exact rescoring of every candidate the margin could not rule out. A batch has long since
+    // evicted the candidates' rows from cache: fetch the next query's rows while this one's
+    // are scored, so the misses overlap instead of stalling one by one.
     std::vector<T> row;  // decode scratch for compressed codecs
     std::vector<std::pair<double, Index>> ranked;
+    const std::size_t code_size = s.codec->code_size();
+    auto prefetch = [code_size](std::vector<Candidate<T>>& pool) {
+      for (const Candidate<T>& c : pool)
+        for (std::size_t b = 0; b < code_size; b += 64) __builtin_prefetch(c.code + b);
+    };
+    if (nb > 0) prefetch(tops[0].settle());
     for (std::size_t i = 0; i < nb; ++i) {
       const T* qi = qb.q + i * s.dim;
       ranked.clear();
+      if (i + 1 < nb) prefetch(tops[i + 1].settle());
       for (const Candidate<T>& c : tops[i].settle()) {
         // The identity codec hands out the stored row itself: no copy per candidate.
         const double key = exact_key<T>(qi, s.codec->rows(c.code, 1, row), s.dim, s.metric);
@@ -346,7 +354,7 @@ template <class T, class Plan>
         }
       }
     }
-  }
+  });
   return hits;
 }
 
