@@ -120,6 +120,8 @@ BENCHMARK(BM_ivf_flat)
     ->Name("fmnist_l2_k10/ivf_flat")
     ->Arg(4)
     ->Arg(8)
+    ->Arg(9)
+    ->Arg(10)
     ->Arg(12)
     ->Arg(16)
     ->Unit(benchmark::kMicrosecond);
@@ -138,7 +140,7 @@ void BM_ivf_pq(benchmark::State& state) {
 }
 BENCHMARK(BM_ivf_pq)
     ->Name("fmnist_l2_k10/ivf_pq4")
-    ->ArgsProduct({{196, 392}, {8, 12, 16}, {4, 10}})
+    ->ArgsProduct({{196, 392}, {8, 10, 12, 16}, {4, 10}})
     ->Unit(benchmark::kMicrosecond);
 
 #ifdef MMRAG_HAVE_FAISS

@@ -122,31 +122,80 @@ TEST_CASE_TEMPLATE("Compressed FlatIndex: exact over the decoded rows, recall fl
 TEST_CASE("Compressed IvfIndex: recall within 0.01 of IVF-Flat at the same nprobe; files") {
   const Matrix<float> x = clustered<float>(8000, 64, 32, 5);
   const Matrix<float> q = clustered<float>(100, 64, 32, 11);
-  FlatIndex<float> exact(64, Metric::l2);
-  exact.add(x);
-  const Hits<float> truth = exact.search(q, 10);
-  IvfIndex<float> flat_ivf(64, 32, Metric::l2);
-  flat_ivf.train(x);
-  flat_ivf.add(x);
-  const double base = recall(flat_ivf.search(q, 10, {.nprobe = 8}), truth);
-  const test::TempFile file("ivf_sq8.idx");
-  for (Storage s : {Storage::float16, Storage::bfloat16, Storage::int8}) {
-    CAPTURE(std::string(to_string(s)));
-    IvfIndex<float> ivf(64, 32, Metric::l2, s);
-    ivf.train(x);
-    ivf.add(x);
-    const Hits<float> h = ivf.search(q, 10, {.nprobe = 8});
-    // float16 / bfloat16 lose nothing measurable; int8 encodes the vectors (not residuals to
-    // their centroid, as FAISS's IVF-SQ8 does), which costs about 0.01-0.02 here.
-    CHECK(recall(h, truth) >= base - (s == Storage::int8 ? 0.03 : 0.01));
-    ivf.save(file.path);
-    const auto loaded = IvfIndex<float>::load(file.path);
-    const auto mapped = IvfIndex<float>::map(file.path, true);
-    CHECK(loaded.storage() == s);
-    CHECK(loaded.search(q, 10, {.nprobe = 8}).ids == h.ids);
-    CHECK(mapped.search(q, 10, {.nprobe = 8}).ids == h.ids);
-    if (s == Storage::int8) CHECK(double(ivf.memory_bytes()) <= 0.32 * double(flat_ivf.memory_bytes()));
+  for (Metric metric : {Metric::l2, Metric::cosine}) {
+    CAPTURE(std::string(to_string(metric)));
+    FlatIndex<float> exact(64, metric);
+    exact.add(x);
+    const Hits<float> truth = exact.search(q, 10);
+    IvfIndex<float> flat_ivf(64, 32, metric);
+    flat_ivf.train(x);
+    flat_ivf.add(x);
+    CHECK_FALSE(flat_ivf.by_residual());
+    const double base = recall(flat_ivf.search(q, 10, {.nprobe = 8}), truth);
+    const test::TempFile file("ivf_sq8.idx");
+    for (Storage s : {Storage::float16, Storage::bfloat16, Storage::int8}) {
+      CAPTURE(std::string(to_string(s)));
+      IvfIndex<float> ivf(64, 32, metric, s);
+      CHECK(ivf.by_residual() == (s == Storage::int8));  // int8 codes residuals, as FAISS's IVF-SQ8
+      ivf.train(x);
+      ivf.add(x);
+      const Hits<float> h = ivf.search(q, 10, {.nprobe = 8});
+      // This set is hard for 8 bits (uniform noise in tight clusters: the 10th and 11th
+      // neighbours nearly tie). Residual codes measured 0.987 (l2) and 0.978 (cosine) against
+      // 1.000 and 0.993; codes of the rows themselves lost 0.021 (l2). The issue's target
+      // (within 0.01, nlist 256, nprobe 16) is measured on Fashion-MNIST and embeddings by
+      // bench_storage.
+      CHECK(recall(h, truth) >= base - (s == Storage::int8 ? 0.02 : 0.01));
+      ivf.save(file.path);
+      const auto loaded = IvfIndex<float>::load(file.path);
+      const auto mapped = IvfIndex<float>::map(file.path, true);
+      CHECK(loaded.storage() == s);
+      CHECK(loaded.by_residual() == ivf.by_residual());
+      CHECK(loaded.search(q, 10, {.nprobe = 8}).ids == h.ids);
+      CHECK(mapped.search(q, 10, {.nprobe = 8}).ids == h.ids);
+      if (s == Storage::int8) CHECK(double(ivf.memory_bytes()) <= 0.32 * double(flat_ivf.memory_bytes()));
+    }
   }
+}
+
+TEST_CASE("Compressed IvfIndex: exact over its decoded rows (residuals plus centroid) when every cell is probed") {
+  const Matrix<float> x = clustered<float>(3000, 48, 16, 21);
+  const Matrix<float> q = clustered<float>(20, 48, 16, 23);
+  for (Metric metric : {Metric::l2, Metric::inner_product, Metric::cosine}) {
+    for (Storage s : {Storage::bfloat16, Storage::int8}) {
+      CAPTURE(std::string(to_string(metric)));
+      CAPTURE(std::string(to_string(s)));
+      IvfIndex<float> ivf(48, 16, metric, s);
+      ivf.train(x);
+      ivf.add(x);
+      // The stored rows as the index decodes them, and their ids.
+      Matrix<float> decoded(x.rows(), 48);
+      std::vector<Index> ids;
+      for (std::size_t l = 0; l < ivf.nlist(); ++l)
+        for (std::size_t i = 0; i < ivf.list_size(l); ++i) {
+          decoded.row(Eigen::Index(ids.size())) = ivf.list_vector(l, i).transpose();
+          ids.push_back(ivf.list_ids(l)[i]);
+        }
+      REQUIRE(ids.size() == std::size_t(x.rows()));
+      const Hits<float> batch = ivf.search(q, 10, {.nprobe = 16});
+      for (Eigen::Index i = 0; i < q.rows(); ++i) {
+        const Matrix<float> one = q.row(i);
+        const Hits<float> alone = ivf.search(one, 10, {.nprobe = 16});
+        REQUIRE(alone.ids.row(0) == batch.ids.row(i));
+        Matrix<float> qn = one;
+        if (metric == Metric::cosine) normalize_rows(qn);  // the index's own normalization
+        // cosine's decoded rows are normalized rows plus rounding: rank them as inner products
+        const auto ref = test::brute_force<float>(decoded, ids, qn.data(),
+                                                  metric == Metric::cosine ? Metric::inner_product : metric);
+        for (Eigen::Index j = 0; j < 10; ++j) CHECK(alone.ids(0, j) == ref[std::size_t(j)].id);
+      }
+    }
+  }
+  IvfIndex<float> ivf(48, 16, Metric::l2, Storage::int8);
+  ivf.train(x);
+  ivf.add(x);
+  CHECK_THROWS_AS((void)ivf.list_vector(16, 0), std::out_of_range);
+  CHECK_THROWS_AS((void)ivf.list_vector(0, ivf.list_size(0)), std::out_of_range);
 }
 
 TEST_CASE("Compressed storage: bad input throws and changes nothing") {

@@ -124,12 +124,17 @@ class Codec {
   }
 
   /// Rows [0, n) of `codes` as T values: a pointer into `codes` itself for the identity codec,
-  /// else decoded into `scratch` (resized as needed).
-  [[nodiscard]] const T* rows(const std::uint8_t* codes, std::size_t n,
-                              std::vector<T>& scratch) const {
-    if (is_identity()) return reinterpret_cast<const T*>(codes);
+  /// else decoded into `scratch` (resized as needed). With an `offset` (dim values: an IVF
+  /// cell's centroid, for residual codes) each row is fl(offset + decoded code) — the one
+  /// rounding every path (scan, rescoring, norms, files) sees.
+  [[nodiscard]] const T* rows(const std::uint8_t* codes, std::size_t n, std::vector<T>& scratch,
+                              const T* offset = nullptr) const {
+    if (is_identity() && offset == nullptr) return reinterpret_cast<const T*>(codes);
     scratch.resize(n * dim_);
     decode(codes, n, scratch.data());
+    if (offset)
+      for (std::size_t r = 0; r < n; ++r)
+        for (std::size_t j = 0; j < dim_; ++j) scratch[r * dim_ + j] += offset[j];
     return scratch.data();
   }
 

@@ -49,7 +49,8 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
         codec_(dim, storage), lists_(nlist, VectorStore<T>(codec_.code_size())) {}
 
   /// Learns the nlist centroids from `sample` (n × dim, n >= nlist) with k-means, and the
-  /// storage's codec parameters (int8: per-dimension ranges) from the same rows. Fields of
+  /// storage's codec parameters (int8: per-dimension ranges of the residuals x − centroid)
+  /// from the same rows. Fields of
   /// `params` left unset take IVF's defaults: 10 iterations (as FAISS's IVF training) and
   /// spherical k-means for the cosine metric; fields that are set are used as given.
   /// Throws std::invalid_argument on a wrong column count, nlist > n, NaN/Inf, or when the
@@ -78,14 +79,15 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
       km = kmeans<T>(sample, nlist_, params);
     }
     Codec<T> codec = codec_;
-    if (metric_ == Metric::cosine) {
-      Matrix<T> s = sample;
-      normalize_rows(s);
-      codec.train(s.data(), static_cast<std::size_t>(s.rows()));
-    } else {
-      const Matrix<T> s = sample;  // contiguous rows
-      codec.train(s.data(), static_cast<std::size_t>(s.rows()));
+    Matrix<T> s = sample;  // contiguous rows
+    if (metric_ == Metric::cosine) normalize_rows(s);
+    if (by_residual()) {  // the codec learns the residuals' ranges, not the rows'
+      std::vector<Index> cell(static_cast<std::size_t>(s.rows()));
+      const Vector<T> sq = km.centroids.rowwise().squaredNorm();
+      detail::nearest_centroids<T>(s, km.centroids, sq, metric_ != Metric::l2, 1, cell.data());
+      for (Eigen::Index r = 0; r < s.rows(); ++r) s.row(r) -= km.centroids.row(cell[static_cast<std::size_t>(r)]);
     }
+    codec.train(s.data(), static_cast<std::size_t>(s.rows()));
     Vector<T> sq = km.centroids.rowwise().squaredNorm();
     codec_ = std::move(codec);  // nothing below throws
     centroids_.swap(km.centroids);
@@ -117,7 +119,8 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
     detail::RowEncoder<T> enc(codec_, metric_);
     for (std::size_t r = 0; r < n; ++r) {
       T sq;
-      const std::uint8_t* code = enc.encode(vectors.row(static_cast<Eigen::Index>(r)).data(), sq);
+      const std::uint8_t* code = enc.encode(vectors.row(static_cast<Eigen::Index>(r)).data(), sq,
+                                            offset(static_cast<std::size_t>(cell[r])));
       lists_[static_cast<std::size_t>(cell[r])].push(
           code, sq, id_of[r], modalities.empty() ? Modality(0) : modalities[r]);
       stats_.max_sq_norm = std::max(stats_.max_sq_norm, sq);
@@ -225,10 +228,26 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
   [[nodiscard]] std::size_t nlist() const noexcept { return nlist_; }
   [[nodiscard]] Metric metric() const noexcept { return metric_; }
   [[nodiscard]] Storage storage() const noexcept { return codec_.storage(); }
+  /// Whether stored codes are of residuals x − centroid (int8 from version 3, as FAISS's
+  /// IndexIVFScalarQuantizer with by_residual): the codec's ranges then span a cell's spread
+  /// rather than the whole data's, so the same 8 bits resolve finer.
+  [[nodiscard]] bool by_residual() const noexcept { return residual_codes_; }
   [[nodiscard]] const Matrix<T>& centroids() const noexcept { return centroids_; }
   [[nodiscard]] std::size_t list_size(std::size_t l) const { return list(l).size(); }
   /// Ids stored in cell l, in storage order. Throws std::out_of_range.
   [[nodiscard]] std::span<const Index> list_ids(std::size_t l) const { return list(l).ids(); }
+  /// Stored row i of cell l as searches score it (dim values; decoded, plus the centroid for
+  /// residual codes; normalized for cosine), as FAISS's reconstruct. Throws std::out_of_range.
+  [[nodiscard]] Vector<T> list_vector(std::size_t l, std::size_t i) const {
+    const VectorStore<T>& s = list(l);
+    if (i >= s.size())
+      throw std::out_of_range("mmrag::IvfIndex::list_vector: row " + std::to_string(i) +
+                              " is out of range (list " + std::to_string(l) + " holds " +
+                              std::to_string(s.size()) + ")");
+    std::vector<T> scratch;
+    const T* row = codec_.rows(s.code(i), 1, scratch, offset(l));
+    return Eigen::Map<const Vector<T>>(row, static_cast<Eigen::Index>(dim_));
+  }
   /// Modality tags stored in cell l, in storage order. Throws std::out_of_range.
   [[nodiscard]] std::span<const Modality> list_modalities(std::size_t l) const {
     return list(l).modalities();
@@ -243,11 +262,13 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
 
   // ---- persistence --------------------------------------------------------------------------
   //
-  // File format, version 2, little-endian: the 24-byte header of detail/persist.hpp (magic
+  // File format, version 3, little-endian: the 24-byte header of detail/persist.hpp (magic
   // "MMRAGIVF"), u64 dim, u64 nlist, u64 size, u64 trained, centroids (nlist × dim scalars of
-  // T, when trained), then per list the rows as VectorStore::write_counted writes them (count,
-  // ids, norms, modality tags, 64-byte aligned codes); then the u64 checksum. Version-1 files
-  // (u8 trained flag, rows without norms or alignment) still load.
+  // T, when trained), the codec's parameters, then per list the rows as
+  // VectorStore::write_counted writes them (count, ids, norms, modality tags, 64-byte aligned
+  // codes); then the u64 checksum. Version 3 differs from 2 only in meaning: int8 codes are of
+  // residuals. Version-2 files (int8 codes of the rows themselves) and version-1 files (u8
+  // trained flag, rows without norms or alignment) still load; only version 3 maps.
 
   // serialize(), parse(bytes, path), save(path), load(path) and map(path, verify) — a read-only
   // view of a saved file, searched in place — come from detail::FileBacked (store.hpp).
@@ -255,7 +276,8 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
  private:
   friend struct detail::FileBacked<IvfIndex, T>;
   static constexpr char kMagic[9] = "MMRAGIVF";
-  static constexpr std::uint32_t kVersion = 2;  // 2: aligned sections with norms (mappable)
+  // 2: aligned sections with norms (mappable); 3: int8 codes are of residuals (by_residual)
+  static constexpr std::uint32_t kVersion = 3;
   static constexpr const char* kKind = "IvfIndex";
 
   void write_body(std::vector<char>& out) const {
@@ -288,6 +310,7 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
     if (!trained && total > 0) detail::fail(path, 40, "an untrained index cannot hold vectors");
     IvfIndex index(static_cast<std::size_t>(dim), static_cast<std::size_t>(nlist), h.metric,
                    detail::storage_from_code(h.storage, path));
+    index.residual_codes_ = h.version >= 3 && index.codec_.storage() == Storage::int8;
     if (trained) {
       index.centroids_.resize(static_cast<Eigen::Index>(nlist), static_cast<Eigen::Index>(dim));
       c.copy_to(index.centroids_.data(), sizeof(T) * nlist * dim, "centroids");
@@ -301,7 +324,8 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
     std::uint64_t seen = 0;
     for (std::uint64_t l = 0; l < nlist; ++l) {
       VectorStore<T>& list = index.lists_[static_cast<std::size_t>(l)];
-      list.read_counted(c, index.codec_, "list " + std::to_string(l), mode);
+      list.read_counted(c, index.codec_, "list " + std::to_string(l), mode,
+                        index.offset(static_cast<std::size_t>(l)));
       index.stats_.include(list);
       seen += list.size();
     }
@@ -349,7 +373,8 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
       // A query listing a cell twice visits it once (its entries are adjacent here).
       who.erase(std::unique(who.begin(), who.end()), who.end());
       const VectorStore<T>& list = lists_[static_cast<std::size_t>(cell)];
-      if (!list.empty()) scanner.scan(qb, who, detail::block_of(list));
+      if (!list.empty())
+        scanner.scan(qb, who, detail::block_of(list, offset(static_cast<std::size_t>(cell))));
     };
     const std::size_t pairs = qb.nb * p;
     if (pairs * 4 >= nlist_) {
@@ -401,9 +426,16 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
     return cell;
   }
 
+  /// The vector cell l's codes are relative to, or null when codes are the rows.
+  [[nodiscard]] const T* offset(std::size_t l) const noexcept {
+    return residual_codes_ && is_trained() ? centroids_.row(static_cast<Eigen::Index>(l)).data()
+                                           : nullptr;
+  }
+
   std::size_t dim_, nlist_;
   Metric metric_;
   Codec<T> codec_;
+  bool residual_codes_ = codec_.storage() == Storage::int8;
   Matrix<T> centroids_;  // nlist × dim once trained, else 0 × 0
   Vector<T> centroid_sq_;
   std::vector<VectorStore<T>> lists_;

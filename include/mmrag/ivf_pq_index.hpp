@@ -32,6 +32,7 @@
 #include "mmrag/detail/intrinsics.hpp"  // first: silences GCC 12's own intrinsics header
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -135,10 +136,12 @@ class IvfPqIndex : public detail::FileBacked<IvfPqIndex<T>, T> {
     }
     std::optional<Codec<T>> refine = refine_;
     if (refine) refine->train(x.data(), n);  // int8's ranges; nothing for the others
+    Matrix<T> books_t = transposed_books(books, m_, ksub_, dsub_);
     // Nothing below throws.
     centroids_.swap(km.centroids);
     centroid_sq_ = csq;
     codebooks_.swap(books);
+    codebooks_t_.swap(books_t);
     refine_.swap(refine);
   }
 
@@ -295,7 +298,7 @@ class IvfPqIndex : public detail::FileBacked<IvfPqIndex<T>, T> {
   [[nodiscard]] std::size_t memory_bytes() const noexcept {
     std::size_t b = sizeof(*this) + (refine_ ? refine_->memory_bytes() : 0) +
                     sizeof(T) * static_cast<std::size_t>(centroids_.size() + centroid_sq_.size() +
-                                                         codebooks_.size());
+                                                         codebooks_.size() + codebooks_t_.size());
     for (const auto& L : lists_) b += sizeof(L) + L.rows.memory_bytes() + L.codes.capacity();
     return b;
   }
@@ -438,24 +441,40 @@ class IvfPqIndex : public detail::FileBacked<IvfPqIndex<T>, T> {
     return codes;
   }
 
+  /// The codebooks laid out for the table build: sub-quantizer j's dsub × ksub block, each
+  /// coordinate's ksub entries contiguous (so one SIMD pass computes many entries at once).
+  static Matrix<T> transposed_books(const Matrix<T>& books, std::size_t m, std::size_t ksub,
+                                    std::size_t dsub) {
+    Matrix<T> t(static_cast<Eigen::Index>(m * dsub), static_cast<Eigen::Index>(ksub));
+    for (std::size_t j = 0; j < m; ++j)
+      t.middleRows(static_cast<Eigen::Index>(j * dsub), static_cast<Eigen::Index>(dsub)) =
+          books.middleRows(static_cast<Eigen::Index>(j * ksub), static_cast<Eigen::Index>(ksub))
+              .transpose();
+    return t;
+  }
+
   /// Float table for one query: m × ksub entries, lower is better. For l2 `qv` is the residual
   /// query q − c (entries ||qv_j − b_jk||²); for inner product `qv` is q (entries −q_j·b_jk).
+  /// Entries are summed over the dsub coordinates in order, vectorized across the ksub entries.
   void build_lut(const T* qv, float* lut, bool l2) const {
+    std::array<T, 256> acc;
     for (std::size_t j = 0; j < m_; ++j) {
       const T* qs = qv + j * dsub_;
-      for (std::size_t c = 0; c < ksub_; ++c) {
-        const T* b = codebooks_.row(static_cast<Eigen::Index>(j * ksub_ + c)).data();
-        T s = T(0);
+      const T* bt = codebooks_t_.data() + j * dsub_ * ksub_;
+      std::fill_n(acc.begin(), ksub_, T(0));
+      for (std::size_t t = 0; t < dsub_; ++t) {
+        const T qt = qs[t];
+        const T* b = bt + t * ksub_;
         if (l2) {
-          for (std::size_t t = 0; t < dsub_; ++t) {
-            const T d = qs[t] - b[t];
-            s += d * d;
+          for (std::size_t c = 0; c < ksub_; ++c) {
+            const T d = qt - b[c];
+            acc[c] += d * d;
           }
         } else {
-          for (std::size_t t = 0; t < dsub_; ++t) s -= qs[t] * b[t];
+          for (std::size_t c = 0; c < ksub_; ++c) acc[c] -= qt * b[c];
         }
-        lut[j * ksub_ + c] = static_cast<float>(s);
       }
+      for (std::size_t c = 0; c < ksub_; ++c) lut[j * ksub_ + c] = static_cast<float>(acc[c]);
     }
   }
 
@@ -560,7 +579,18 @@ class IvfPqIndex : public detail::FileBacked<IvfPqIndex<T>, T> {
     s.row.resize(dim_);
     s.code.resize(m_);
     std::vector<T>& dec = s.qr;  // reused as decode scratch
-    for (const Cand& c : s.heap) {
+    // The refine rows are cold (one per candidate, anywhere in the index): fetch a few
+    // candidates ahead so their cache misses overlap.
+    constexpr std::size_t kAhead = 4;
+    auto prefetch = [&](std::size_t i) {
+      if (!refine_ || i >= s.heap.size()) return;
+      const std::uint8_t* code = lists_[s.heap[i].list].rows.code(s.heap[i].pos);
+      for (std::size_t b = 0; b < refine_->code_size(); b += 64) __builtin_prefetch(code + b);
+    };
+    for (std::size_t i = 0; i < kAhead; ++i) prefetch(i);
+    for (std::size_t ci = 0; ci < s.heap.size(); ++ci) {
+      const Cand& c = s.heap[ci];
+      prefetch(ci + kAhead);
       const List& L = lists_[c.list];
       const T* row;
       if (refine_) {
@@ -671,6 +701,7 @@ class IvfPqIndex : public detail::FileBacked<IvfPqIndex<T>, T> {
       if (!index.centroids_.allFinite() || !index.codebooks_.allFinite())
         detail::fail(path, c.offset(), "centroids or codebooks hold NaN or Inf");
       index.centroid_sq_ = index.centroids_.rowwise().squaredNorm();
+      index.codebooks_t_ = transposed_books(index.codebooks_, index.m_, index.ksub_, index.dsub_);
     }
     skip_pad8(c);
     std::uint64_t seen = 0;
@@ -730,6 +761,7 @@ class IvfPqIndex : public detail::FileBacked<IvfPqIndex<T>, T> {
   Matrix<T> centroids_;  // nlist × dim once trained, else 0 × 0
   Vector<T> centroid_sq_;
   Matrix<T> codebooks_;  // (m · ksub) × dsub
+  Matrix<T> codebooks_t_;  // (m · dsub) × ksub: the table build's layout (derived, not saved)
   std::vector<List> lists_;
   std::size_t size_ = 0;
   Index next_id_ = 0;  // one past the largest id ever added

@@ -191,8 +191,9 @@ class VectorStore {
   /// bytes left before anything is allocated; ids (>= 0) and modality tags are always checked;
   /// with mode.verify_rows also finiteness and the stored norms. Throws std::runtime_error naming
   /// the file and offset. `what` names the rows in messages.
+  /// `offset`: the vector residual codes are relative to (Codec::rows), or null.
   void read_counted(detail::Cursor& c, const Codec<T>& codec, const std::string& what,
-                    const StoreReadMode& mode = {}) {
+                    const StoreReadMode& mode = {}, const T* offset = nullptr) {
     const std::filesystem::path& path = c.path();
     const std::uint64_t at = c.offset();
     const auto count = c.get<std::uint64_t>("row count");
@@ -234,7 +235,7 @@ class VectorStore {
       MMRAG_ASSERT(reinterpret_cast<std::uintptr_t>(ids) % alignof(Index) == 0);
       view_ = {codes, ids, norms, mods, n};
       keep_alive_ = mode.keep_alive;
-      if (mode.verify_rows) verify(codec, path, codes_at, what);
+      if (mode.verify_rows) verify(codec, path, codes_at, what, offset);
       return;
     }
     ids_.resize(n);
@@ -248,7 +249,8 @@ class VectorStore {
     }
     refresh();
     // Norms are derived data: recompute them from the rows (and so check every row).
-    for_each_row_norm(codec, path, codes_at, what, [&](std::size_t r, T sq) { sq_norms_[r] = sq; });
+    for_each_row_norm(codec, path, codes_at, what, offset,
+                      [&](std::size_t r, T sq) { sq_norms_[r] = sq; });
   }
 
  private:
@@ -290,8 +292,8 @@ class VectorStore {
 
   /// Every row finite and its stored norm equal to the recomputed one.
   void verify(const Codec<T>& codec, const std::filesystem::path& path, std::uint64_t codes_at,
-              const std::string& what) const {
-    for_each_row_norm(codec, path, codes_at, what, [&](std::size_t r, T sq) {
+              const std::string& what, const T* offset) const {
+    for_each_row_norm(codec, path, codes_at, what, offset, [&](std::size_t r, T sq) {
       if (view_.sq_norms[r] != sq)
         detail::fail(path, codes_at, what + ": a stored norm does not match its row");
     });
@@ -300,10 +302,11 @@ class VectorStore {
   /// Decodes every row, fails on NaN/Inf, and hands its squared norm to use(row, norm).
   template <class Use>
   void for_each_row_norm(const Codec<T>& codec, const std::filesystem::path& path,
-                         std::uint64_t codes_at, const std::string& what, Use&& use) const {
+                         std::uint64_t codes_at, const std::string& what, const T* offset,
+                         Use&& use) const {
     std::vector<T> scratch;
     for (std::size_t r = 0; r < size(); ++r) {
-      const T* row = codec.rows(code(r), 1, scratch);
+      const T* row = codec.rows(code(r), 1, scratch, offset);
       for (std::size_t j = 0; j < codec.dim(); ++j)
         if (!std::isfinite(row[j])) detail::fail(path, codes_at, what + " hold NaN or Inf");
       use(r, detail::dot_kernel<T>(row, row, codec.dim()));
@@ -331,13 +334,19 @@ class RowEncoder {
       : codec_(codec), metric_(metric), row_(codec.dim()), code_(codec.code_size()),
         decoded_(codec.dim()) {}
 
-  /// Encodes row x (dim values); the result stays valid until the next call.
-  const std::uint8_t* encode(const T* x, T& sq_norm) {
+  /// Encodes row x (dim values); the result stays valid until the next call. With an
+  /// `offset` (an IVF cell's centroid) the code is of the residual x − offset, and sq_norm is
+  /// that of the stored row as searches decode it: fl(offset + decoded residual).
+  const std::uint8_t* encode(const T* x, T& sq_norm, const T* offset = nullptr) {
     const std::size_t d = codec_.dim();
     std::copy(x, x + d, row_.begin());
     if (metric_ == Metric::cosine) normalize_row(row_.data(), d);
+    if (offset)
+      for (std::size_t j = 0; j < d; ++j) row_[j] -= offset[j];
     codec_.encode(row_.data(), 1, code_.data());
     codec_.decode(code_.data(), 1, decoded_.data());
+    if (offset)
+      for (std::size_t j = 0; j < d; ++j) decoded_[j] += offset[j];
     sq_norm = dot_kernel<T>(decoded_.data(), decoded_.data(), d);
     return code_.data();
   }

@@ -22,12 +22,6 @@ namespace mmrag::detail {
 /// Rows scored against all centroids per GEMM: 256 × 4096 centroids × 4 bytes = 4 MiB scratch.
 inline constexpr Eigen::Index kNearestBlockRows = 256;
 
-/// For every row i of `x` (n × d), the `p` best centroids of `c` (k × d, p <= k), best first,
-/// ties to the smaller centroid index: written to ids[i * p .. i * p + p). With
-/// `by_inner_product` the best is the largest x·c, else the smallest ||x - c||². When `keys` is
-/// not null it receives the ranking key of each pick: ||c||² - 2 x·c (add ||x||² for the squared
-/// distance) or -x·c. `c_sq` holds ||c_j||² (unused by inner product). Parallel over row blocks
-/// with OpenMP above kParallelWork. Memory: kNearestBlockRows × k scalars per thread.
 /// The p smallest of key[0, k) (p <= k), ascending, ties to the smaller index, into ids (and
 /// their keys into out_key when not null). A bounded max-heap of (key, index) pairs; once it is
 /// full, a SIMD compare against its worst key skips whole batches (keys arrive in index order,
@@ -74,6 +68,35 @@ void smallest_keys(const T* key, Eigen::Index k, std::size_t p, Index* ids, T* o
   }
 }
 
+/// The first index of the smallest of key[0, k) (k >= 1): a SIMD min over the keys, then a SIMD
+/// search for its first occurrence (k-means assigns every row this way, every iteration).
+template <class T>
+[[nodiscard]] Eigen::Index argmin_key(const T* key, Eigen::Index k) noexcept {
+  using Batch = xsimd::batch<T>;
+  constexpr Eigen::Index W = Batch::size;
+  if (k < 2 * W) {
+    Eigen::Index arg = 0;
+    for (Eigen::Index j = 1; j < k; ++j)
+      if (key[j] < key[arg]) arg = j;
+    return arg;
+  }
+  Batch m = Batch::load_unaligned(key);
+  Eigen::Index j = W;
+  for (; j + W <= k; j += W) m = xsimd::min(m, Batch::load_unaligned(key + j));
+  alignas(64) T lanes[W];
+  m.store_aligned(lanes);
+  T best = lanes[0];
+  for (Eigen::Index i = 1; i < W; ++i) best = std::min(best, lanes[i]);
+  for (; j < k; ++j) best = std::min(best, key[j]);
+  for (j = 0; j + W <= k; j += W)
+    if (xsimd::any(Batch::load_unaligned(key + j) == Batch(best)))
+      for (Eigen::Index i = j;; ++i)
+        if (key[i] == best) return i;
+  for (; j < k; ++j)
+    if (key[j] == best) return j;
+  return 0;  // NaN keys only (overflowed scores): any answer is as good
+}
+
 /// For every row i of `x` (n × d), the `p` best centroids of `c` (k × d, p <= k), best first,
 /// ties to the smaller centroid index: written to ids[i * p .. i * p + p). With
 /// `by_inner_product` the best is the largest x·c, else the smallest ||x - c||². When `keys` is
@@ -104,9 +127,7 @@ void nearest_centroids(const Eigen::Ref<const Matrix<T>>& x, const Eigen::Ref<co
       Index* out = ids + static_cast<std::size_t>(b0 + r) * p;
       T* out_key = keys ? keys + static_cast<std::size_t>(b0 + r) * p : nullptr;
       if (p == 1) {
-        Eigen::Index arg = 0;
-        for (Eigen::Index j = 1; j < k; ++j)
-          if (key[j] < key[arg]) arg = j;
+        const Eigen::Index arg = argmin_key<T>(key, k);
         out[0] = arg;
         if (out_key) out_key[0] = key[arg];
         continue;

@@ -65,9 +65,12 @@ struct QuantizedLut {
 inline QuantizedLut pq4_quantize_lut(const float* lut, std::size_t m, std::uint8_t* out) noexcept {
   const std::size_t mp = pq4_padded(m);
   double max_span = 0, sum_span = 0, bias = 0;
+  // Branch-free loops over each row's 16 entries (the compiler vectorizes them): this runs once
+  // per probed list, and m × 16 scalar branches cost as much as scanning the list.
   for (std::size_t j = 0; j < m; ++j) {
     const float* row = lut + j * 16;
-    const float lo = *std::min_element(row, row + 16), hi = *std::max_element(row, row + 16);
+    float lo = row[0], hi = row[0];
+    for (std::size_t c = 1; c < 16; ++c) lo = std::min(lo, row[c]), hi = std::max(hi, row[c]);
     const double span = double(hi) - double(lo);
     max_span = std::max(max_span, span);
     sum_span += span;
@@ -77,10 +80,12 @@ inline QuantizedLut pq4_quantize_lut(const float* lut, std::size_t m, std::uint8
   if (max_span > 0) a = std::min(255.0 / max_span, (65535.0 - double(mp)) / sum_span);
   for (std::size_t j = 0; j < m; ++j) {
     const float* row = lut + j * 16;
-    const double lo = *std::min_element(row, row + 16);
+    float lo = row[0];
+    for (std::size_t c = 1; c < 16; ++c) lo = std::min(lo, row[c]);
+    double v[16];
     for (std::size_t c = 0; c < 16; ++c)
-      out[j * 16 + c] = static_cast<std::uint8_t>(
-          std::clamp(std::nearbyint((double(row[c]) - lo) * a), 0.0, 255.0));
+      v[c] = std::min(std::max(std::nearbyint((double(row[c]) - double(lo)) * a), 0.0), 255.0);
+    for (std::size_t c = 0; c < 16; ++c) out[j * 16 + c] = static_cast<std::uint8_t>(v[c]);
   }
   std::fill(out + m * 16, out + mp * 16, std::uint8_t(0));
   return {1.0 / a, bias, a};

@@ -25,12 +25,14 @@
 namespace mmrag::detail {
 
 /// A candidate: screened key (lower is better), id, and where its stored row lives (for the
-/// exact rescoring after the scan).
+/// exact rescoring after the scan): its code, plus the vector its decoded code is relative to
+/// (an IVF cell's centroid for residual codes; null when the code is the row itself).
 template <class T>
 struct Candidate {
   T key;
   Index id;
   const std::uint8_t* code = nullptr;
+  const T* offset = nullptr;
 };
 
 /// True when (key a, id a) ranks before (key b, id b).
@@ -56,10 +58,10 @@ class TopK {
   /// Keys above this cannot matter: skip them without calling push (SIMD pre-test).
   [[nodiscard]] T admit() const noexcept { return admit_; }
 
-  void push(T key, Index id, const std::uint8_t* code) {
+  void push(T key, Index id, const std::uint8_t* code, const T* offset = nullptr) {
     if (std::isnan(key)) key = -std::numeric_limits<T>::infinity();  // overflowed: rescore it
     if (key > admit_) return;
-    pool_.push_back({key, id, code});
+    pool_.push_back({key, id, code, offset});
     auto worse_first = [](const Entry& a, const Entry& b) { return key_before(a.key, a.id, b.key, b.id); };
     if (heap_.size() < k_) {
       heap_.push_back({key, id});

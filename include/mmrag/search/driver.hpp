@@ -55,6 +55,9 @@ struct Block {
   /// For a compacted copy: where each row's code lives in the store (candidates keep that
   /// pointer for the exact rescoring, after the copy is gone). Null: rows are in place.
   const std::uint8_t* const* source = nullptr;
+  /// Residual codes (IvfIndex, int8): every decoded row is this vector (dim values, the cell's
+  /// centroid) plus its decoded code. Null: the decoded code is the row.
+  const T* offset = nullptr;
 
   [[nodiscard]] const std::uint8_t* origin(std::size_t j, std::size_t code_size) const noexcept {
     return source ? source[j] : codes + j * code_size;
@@ -63,15 +66,17 @@ struct Block {
 
 /// Rows [first, first + rows) of a store as a block.
 template <class T>
-[[nodiscard]] Block<T> block_of(const VectorStore<T>& s, std::size_t first, std::size_t rows) noexcept {
+[[nodiscard]] Block<T> block_of(const VectorStore<T>& s, std::size_t first, std::size_t rows,
+                                const T* offset = nullptr) noexcept {
   MMRAG_ASSERT(first + rows <= s.size());
   return {s.code(first), s.ids().data() + first, s.sq_norms().data() + first,
-          s.modalities().data() + first, rows, nullptr};
+          s.modalities().data() + first, rows, nullptr, offset};
 }
 template <class T>
-[[nodiscard]] Block<T> block_of(const VectorStore<T>& s) noexcept {
-  return block_of(s, 0, s.size());
+[[nodiscard]] Block<T> block_of(const VectorStore<T>& s, const T* offset = nullptr) noexcept {
+  return block_of(s, 0, s.size(), offset);
 }
+
 
 /// The canonical exact key of a stored row (lower is better): the squared distance for l2,
 /// minus the inner product otherwise (detail/exact.hpp). Every path ranks its final candidates
@@ -157,7 +162,7 @@ class Scanner {
   [[nodiscard]] Block<T> sub(const Block<T>& b, std::size_t first, std::size_t rows) const noexcept {
     const std::size_t cs = codec_.code_size();
     return {b.codes + first * cs, b.ids + first, b.sq_norms + first, b.modality + first, rows,
-            b.source ? b.source + first : nullptr};
+            b.source ? b.source + first : nullptr, b.offset};
   }
 
   /// Pushes keys[j] of rows [0, b.rows) into `top`. Once the heap is full almost no key is
@@ -173,7 +178,7 @@ class Scanner {
       if constexpr (Filtered) {
         if (!filter_.allows(b.modality[j], b.ids[j])) return;
       }
-      top.push(keys[j], b.ids[j], b.origin(j, cs));
+      top.push(keys[j], b.ids[j], b.origin(j, cs), b.offset);
     };
     std::size_t j = 0;
     for (; j + W <= b.rows; j += W) {
@@ -185,7 +190,7 @@ class Scanner {
   }
 
   void scan_one(const T* query, T sq_query, const Block<T>& b, TopK<T>& top) {
-    const T* x = codec_.rows(b.codes, b.rows, decoded_);
+    const T* x = codec_.rows(b.codes, b.rows, decoded_, b.offset);
     keys_.resize(b.rows);
     T* s = keys_.data();
     dot_many_kernel<T>(query, x, b.rows, dim_, dim_, s);
@@ -202,7 +207,7 @@ class Scanner {
   void scan_many(const T* queries, const T* sq_queries, std::size_t nq, const Block<T>& b) {
     if (b.rows == 0) return;
     using ConstMap = Eigen::Map<const Matrix<T>>;
-    const T* xrows = codec_.rows(b.codes, b.rows, decoded_);
+    const T* xrows = codec_.rows(b.codes, b.rows, decoded_, b.offset);
     const ConstMap q(queries, static_cast<Eigen::Index>(nq), static_cast<Eigen::Index>(dim_));
     const ConstMap x(xrows, static_cast<Eigen::Index>(b.rows), static_cast<Eigen::Index>(dim_));
     scores_.resize(static_cast<Eigen::Index>(nq), static_cast<Eigen::Index>(b.rows));
@@ -235,7 +240,7 @@ class Scanner {
       c_source_.push_back(b.origin(j, cs));
     }
     return {c_codes_.data(), c_ids_.data(), c_norms_.data(), c_mod_.data(), c_ids_.size(),
-            c_source_.data()};
+            c_source_.data(), b.offset};
   }
 
   const Codec<T>& codec_;
@@ -333,7 +338,8 @@ template <class T, class Plan>
       if (i + 1 < nb) prefetch(tops[i + 1].settle());
       for (const Candidate<T>& c : tops[i].settle()) {
         // The identity codec hands out the stored row itself: no copy per candidate.
-        const double key = exact_key<T>(qi, s.codec->rows(c.code, 1, row), s.dim, s.metric);
+        const double key =
+            exact_key<T>(qi, s.codec->rows(c.code, 1, row, c.offset), s.dim, s.metric);
         // NaN only from a mapped file's unchecked rows: rank it last, keep the sort well-defined.
         ranked.emplace_back(std::isnan(key) ? std::numeric_limits<double>::infinity() : key, c.id);
       }
