@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -196,6 +197,60 @@ TEST_CASE("Compressed IvfIndex: exact over its decoded rows (residuals plus cent
   ivf.add(x);
   CHECK_THROWS_AS((void)ivf.list_vector(16, 0), std::out_of_range);
   CHECK_THROWS_AS((void)ivf.list_vector(0, ivf.list_size(0)), std::out_of_range);
+}
+
+TEST_CASE("IvfIndex: a version-2 int8 file (codes of the rows) loads, searches as written, and saves back as rows") {
+  // Written by version 2 (commit 9d574bd): IvfIndex<float>(4, 2, l2, int8), 24 rows (below)
+  // trained and added; its search of the first three rows with nprobe 2, k 3 gave `want`.
+  const std::vector<unsigned char> v2 = {
+    77,77,82,65,71,73,86,70,2,0,0,0,1,0,0,0,2,0,0,0,3,0,0,0,4,0,0,0,0,0,0,0,2,0,0,0,0,0,0,0,24,0,
+    0,0,0,0,0,0,1,0,0,0,0,0,0,0,0,0,0,190,0,0,128,189,0,0,0,0,0,0,128,61,0,128,30,65,0,128,31,65,
+    0,128,32,65,0,128,33,65,1,0,0,0,0,0,0,0,0,0,0,192,0,0,0,192,0,0,0,192,0,0,224,191,0,0,96,65,0,
+    0,96,65,0,0,96,65,0,0,92,65,16,0,0,0,0,0,0,0,1,0,0,0,0,0,0,0,2,0,0,0,0,0,0,0,4,0,0,0,0,0,0,0,
+    5,0,0,0,0,0,0,0,7,0,0,0,0,0,0,0,8,0,0,0,0,0,0,0,10,0,0,0,0,0,0,0,11,0,0,0,0,0,0,0,13,0,0,0,0,
+    0,0,0,14,0,0,0,0,0,0,0,16,0,0,0,0,0,0,0,17,0,0,0,0,0,0,0,19,0,0,0,0,0,0,0,20,0,0,0,0,0,0,0,22,
+    0,0,0,0,0,0,0,23,0,0,0,0,0,0,0,36,107,211,64,98,221,160,64,168,85,199,64,71,192,185,64,152,
+    251,166,64,0,120,194,64,218,81,188,64,71,71,185,64,150,90,194,64,214,140,166,64,218,134,188,
+    64,220,255,195,64,98,221,160,64,24,210,211,64,71,192,185,64,36,91,212,64,0,0,0,0,0,0,0,0,0,0,
+    0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,
+    32,14,73,51,64,46,27,5,50,32,14,70,5,64,46,23,68,50,32,9,23,5,64,42,9,68,50,28,41,23,5,60,27,
+    9,68,46,59,41,23,0,46,27,9,65,0,59,41,19,64,46,27,5,18,0,59,37,5,64,46,23,36,18,0,56,8,0,0,0,
+    0,0,0,0,0,0,0,0,0,0,0,0,3,0,0,0,0,0,0,0,6,0,0,0,0,0,0,0,9,0,0,0,0,0,0,0,12,0,0,0,0,0,0,0,15,0,
+    0,0,0,0,0,0,18,0,0,0,0,0,0,0,21,0,0,0,0,0,0,0,88,64,190,67,156,29,188,67,2,185,185,67,106,68,
+    183,67,83,48,223,67,222,13,221,67,200,32,218,67,172,138,215,67,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,
+    0,0,0,0,0,0,0,0,0,182,241,223,204,200,182,241,223,219,200,182,241,237,219,200,181,255,237,219,
+    199,196,255,237,218,214,196,255,236,232,214,196,255,37,152,161,8,7,10,171,247};
+  Matrix<float> x(24, 4);
+  for (int i = 0; i < 24; ++i)
+    for (int j = 0; j < 4; ++j)
+      x(i, j) = float(((i * 7 + j * 13) % 17) - 8) * 0.25f + (i % 3 == 0 ? 10.f : 0.f);
+  const Matrix<Index> want_ids = (Matrix<Index>(3, 3) << 0, 15, 3, 1, 13, 8, 2, 19, 7).finished();
+  const Matrix<float> want_scores = (Matrix<float>(3, 3) << 0.000455580099f, 2.29145455f, 13.5874224f, 0.000455594156f, 0.280910254f, 0.935481548f, 0.00153403089f, 0.00153403089f, 0.23585929f).finished();
+  const std::vector<char> bytes(v2.begin(), v2.end());
+  const auto old = IvfIndex<float>::parse(bytes, "v2.ivf");
+  CHECK_FALSE(old.by_residual());
+  const Hits<float> h = old.search(x.topRows(3), 3, {.nprobe = 2});
+  CHECK(h.ids == want_ids);
+  for (Eigen::Index i = 0; i < h.scores.size(); ++i)
+    CHECK(h.scores.data()[i] == doctest::Approx(want_scores.data()[i]).epsilon(1e-6));
+  // Saved again (version 3, residual flag 0) and re-read: the same rows, the same answers; rows
+  // added after loading are coded the same way.
+  auto again = IvfIndex<float>::parse(old.serialize(), "v3.ivf");
+  CHECK_FALSE(again.by_residual());
+  CHECK(again.search(x.topRows(3), 3, {.nprobe = 2}).ids == want_ids);
+  for (std::size_t l = 0; l < old.nlist(); ++l)
+    for (std::size_t i = 0; i < old.list_size(l); ++i) CHECK(again.list_vector(l, i) == old.list_vector(l, i));
+  again.add(x.bottomRows(4));
+  const auto third = IvfIndex<float>::parse(again.serialize(), "v3b.ivf");
+  CHECK(third.search(x, 5, {.nprobe = 2}).ids == again.search(x, 5, {.nprobe = 2}).ids);
+  // A version-3 file claiming residual codes for a storage other than int8 is rejected.
+  IvfIndex<float> f16(4, 2, Metric::l2, Storage::float16);
+  f16.train(x);
+  std::vector<char> bad = f16.serialize();
+  bad[56] = 1;  // the residual flag (after dim, nlist, size, trained)
+  const std::uint64_t sum = detail::checksum(bad.data(), bad.size() - 8);
+  std::memcpy(bad.data() + bad.size() - 8, &sum, 8);
+  CHECK_THROWS_AS((void)IvfIndex<float>::parse(bad, "bad.ivf"), std::runtime_error);
 }
 
 TEST_CASE("Compressed storage: bad input throws and changes nothing") {

@@ -199,6 +199,22 @@ TEST_CASE_TEMPLATE("IvfPqIndex: refine with float32 and nprobe = nlist, big k_fa
     }
 }
 
+TEST_CASE("IvfPqIndex cosine: a query's scale does not change its answer (1e20 and 1e-25 neither overflow nor underflow)") {
+  const Matrix<float> base = clustered<float>(600, 6, 16, 9);
+  const Matrix<float> queries = test::random_matrix<float>(5, 16, 3, 3.f);
+  IvfPqIndex<float> index(16, 8, Metric::cosine, {.m = 4, .nbits = 4});
+  index.train(base);
+  index.add(base);
+  const Hits<float> ref = index.search(queries, 5, {.nprobe = 8, .k_factor = 10});
+  for (float scale : {1e20f, 1e-25f}) {
+    CAPTURE(scale);
+    const Matrix<float> scaled = queries * scale;
+    const Hits<float> h = index.search(scaled, 5, {.nprobe = 8, .k_factor = 10});
+    CHECK(h.ids == ref.ids);
+    CHECK(h.scores.isApprox(ref.scores, 1e-5f));
+  }
+}
+
 TEST_CASE_TEMPLATE("IvfPqIndex: filters, k > n, remove_ids, ids, clear", T, float, double) {
   const Matrix<T> base = clustered<T>(400, 4, 8, 21);
   IvfPqIndex<T> index(8, 4, Metric::l2, {.m = 4, .nbits = 4, .refine = Storage::float32});

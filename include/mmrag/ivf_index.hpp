@@ -228,9 +228,10 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
   [[nodiscard]] std::size_t nlist() const noexcept { return nlist_; }
   [[nodiscard]] Metric metric() const noexcept { return metric_; }
   [[nodiscard]] Storage storage() const noexcept { return codec_.storage(); }
-  /// Whether stored codes are of residuals x − centroid (int8 from version 3, as FAISS's
+  /// Whether stored codes are of residuals x − centroid (int8, as FAISS's
   /// IndexIVFScalarQuantizer with by_residual): the codec's ranges then span a cell's spread
-  /// rather than the whole data's, so the same 8 bits resolve finer.
+  /// rather than the whole data's, so the same 8 bits resolve finer. False for the other
+  /// storages, and for an int8 index loaded from a version-2 file (it keeps coding rows).
   [[nodiscard]] bool by_residual() const noexcept { return residual_codes_; }
   [[nodiscard]] const Matrix<T>& centroids() const noexcept { return centroids_; }
   [[nodiscard]] std::size_t list_size(std::size_t l) const { return list(l).size(); }
@@ -263,12 +264,13 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
   // ---- persistence --------------------------------------------------------------------------
   //
   // File format, version 3, little-endian: the 24-byte header of detail/persist.hpp (magic
-  // "MMRAGIVF"), u64 dim, u64 nlist, u64 size, u64 trained, centroids (nlist × dim scalars of
-  // T, when trained), the codec's parameters, then per list the rows as
-  // VectorStore::write_counted writes them (count, ids, norms, modality tags, 64-byte aligned
-  // codes); then the u64 checksum. Version 3 differs from 2 only in meaning: int8 codes are of
-  // residuals. Version-2 files (int8 codes of the rows themselves) and version-1 files (u8
-  // trained flag, rows without norms or alignment) still load; only version 3 maps.
+  // "MMRAGIVF"), u64 dim, u64 nlist, u64 size, u64 trained, u64 residual (1: codes are of
+  // x − centroid; int8 only), centroids (nlist × dim scalars of T, when trained), the codec's
+  // parameters, then per list the rows as VectorStore::write_counted writes them (count, ids,
+  // norms, modality tags, 64-byte aligned codes); then the u64 checksum. Version-2 files (no
+  // residual field: codes of the rows themselves) and version-1 files (u8 trained flag, rows
+  // without norms or alignment) still load, and an index loaded from them keeps coding rows
+  // (saving writes residual = 0); only version 3 maps.
 
   // serialize(), parse(bytes, path), save(path), load(path) and map(path, verify) — a read-only
   // view of a saved file, searched in place — come from detail::FileBacked (store.hpp).
@@ -276,7 +278,7 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
  private:
   friend struct detail::FileBacked<IvfIndex, T>;
   static constexpr char kMagic[9] = "MMRAGIVF";
-  // 2: aligned sections with norms (mappable); 3: int8 codes are of residuals (by_residual)
+  // 2: aligned sections with norms (mappable); 3: + residual flag (int8 codes of x − centroid)
   static constexpr std::uint32_t kVersion = 3;
   static constexpr const char* kKind = "IvfIndex";
 
@@ -284,6 +286,7 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
     detail::append(out, static_cast<std::uint64_t>(nlist_));
     detail::append(out, static_cast<std::uint64_t>(size_));
     detail::append(out, static_cast<std::uint64_t>(is_trained() ? 1 : 0));
+    detail::append(out, static_cast<std::uint64_t>(residual_codes_ ? 1 : 0));
     if (is_trained()) detail::append_raw(out, centroids_.data(), sizeof(T) * nlist_ * dim_);
     out.resize((out.size() + 7) / 8 * 8, 0);  // what follows starts 8-byte aligned
     codec_.write(out);
@@ -298,9 +301,14 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
     const auto total = c.get<std::uint64_t>("size");
     const std::uint64_t trained =
         h.version == 1 ? c.get<std::uint8_t>("trained flag") : c.get<std::uint64_t>("trained flag");
-    const std::uint64_t left = c.left();
     if (trained > 1)
       detail::fail(path, 48, "trained flag must be 0 or 1, got " + std::to_string(trained));
+    // Version 3 says whether codes are residuals; older files coded the rows themselves.
+    const std::uint64_t residual = h.version >= 3 ? c.get<std::uint64_t>("residual flag") : 0;
+    if (residual > 1 || (residual == 1 && h.storage != 3))
+      detail::fail(path, 56,
+                   "residual flag must be 0, or 1 with int8 storage, got " + std::to_string(residual));
+    const std::uint64_t left = c.left();
     // Every count is bounded by the bytes left, so nothing below can allocate absurdly.
     if (nlist == 0 || nlist > left / 8 ||
         (trained && (dim > left / sizeof(T) || nlist > left / sizeof(T) / dim)))
@@ -310,7 +318,7 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
     if (!trained && total > 0) detail::fail(path, 40, "an untrained index cannot hold vectors");
     IvfIndex index(static_cast<std::size_t>(dim), static_cast<std::size_t>(nlist), h.metric,
                    detail::storage_from_code(h.storage, path));
-    index.residual_codes_ = h.version >= 3 && index.codec_.storage() == Storage::int8;
+    index.residual_codes_ = residual == 1;
     if (trained) {
       index.centroids_.resize(static_cast<Eigen::Index>(nlist), static_cast<Eigen::Index>(dim));
       c.copy_to(index.centroids_.data(), sizeof(T) * nlist * dim, "centroids");

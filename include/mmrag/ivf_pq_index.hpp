@@ -541,13 +541,9 @@ class IvfPqIndex : public detail::FileBacked<IvfPqIndex<T>, T> {
     // involves q·(r − r̂), dominated by the centroid's direction.
     const bool l2_scan = metric_ != Metric::inner_product;
     s.q.assign(q_in, q_in + dim_);
-    if (metric_ == Metric::cosine) {
-      const T n2 = detail::dot_kernel<T>(s.q.data(), s.q.data(), dim_);
-      if (n2 > T(0)) {
-        const T inv = T(1) / std::sqrt(n2);
-        for (T& v : s.q) v *= inv;
-      }
-    }
+    // The library's one normalization (scaled first: norms near 1e20 or 1e-25 neither overflow
+    // nor underflow), as normalize_rows does for the rows.
+    if (metric_ == Metric::cosine) detail::normalize_row(s.q.data(), dim_);
     const std::size_t nprobe = std::min(params.nprobe, nlist_);
     s.probes.resize(nprobe);
     s.probe_keys.resize(nprobe);
