@@ -5,6 +5,7 @@
 #include "mmrag/detail/intrinsics.hpp"  // first: silences GCC 12's own intrinsics header
 
 #include <cassert>
+#include <cstddef>
 #include <cstdint>
 
 #include <Eigen/Core>
@@ -45,6 +46,21 @@ inline void parallel_for(I first, I last, bool parallel, I chunk, F&& body) {
 #endif
   (void)parallel, (void)chunk;
   for (I i = first; i < last; ++i) body(i);
+}
+
+/// Hint that `p` will be read soon (into every cache level). A no-op where unsupported.
+inline void prefetch(const void* p) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(p, 0, 3);
+#else
+  (void)p;
+#endif
+}
+
+/// Asks for the 64-byte lines of [p, p + bytes) ahead of use: candidates' rows that a scan has
+/// long evicted are fetched together, so their misses overlap instead of stalling one by one.
+inline void prefetch(const void* p, std::size_t bytes) noexcept {
+  for (std::size_t b = 0; b < bytes; b += 64) prefetch(static_cast<const char*>(p) + b);
 }
 }  // namespace detail
 

@@ -78,17 +78,17 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
     } else {
       km = kmeans<T>(sample, nlist_, params);
     }
+    Vector<T> sq = km.centroids.rowwise().squaredNorm();
     Codec<T> codec = codec_;
     Matrix<T> s = sample;  // contiguous rows
     if (metric_ == Metric::cosine) normalize_rows(s);
-    if (by_residual()) {  // the codec learns the residuals' ranges, not the rows'
+    if (by_residual()) {  // the codec learns the residuals' ranges (cells as `add` assigns them)
       std::vector<Index> cell(static_cast<std::size_t>(s.rows()));
-      const Vector<T> sq = km.centroids.rowwise().squaredNorm();
       detail::nearest_centroids<T>(s, km.centroids, sq, metric_ != Metric::l2, 1, cell.data());
-      for (Eigen::Index r = 0; r < s.rows(); ++r) s.row(r) -= km.centroids.row(cell[static_cast<std::size_t>(r)]);
+      for (Eigen::Index r = 0; r < s.rows(); ++r)
+        s.row(r) -= km.centroids.row(cell[static_cast<std::size_t>(r)]);
     }
     codec.train(s.data(), static_cast<std::size_t>(s.rows()));
-    Vector<T> sq = km.centroids.rowwise().squaredNorm();
     codec_ = std::move(codec);  // nothing below throws
     centroids_.swap(km.centroids);
     centroid_sq_.swap(sq);

@@ -576,12 +576,11 @@ class IvfPqIndex : public detail::FileBacked<IvfPqIndex<T>, T> {
     s.code.resize(m_);
     std::vector<T>& dec = s.qr;  // reused as decode scratch
     // The refine rows are cold (one per candidate, anywhere in the index): fetch a few
-    // candidates ahead so their cache misses overlap.
+    // candidates ahead.
     constexpr std::size_t kAhead = 4;
     auto prefetch = [&](std::size_t i) {
-      if (!refine_ || i >= s.heap.size()) return;
-      const std::uint8_t* code = lists_[s.heap[i].list].rows.code(s.heap[i].pos);
-      for (std::size_t b = 0; b < refine_->code_size(); b += 64) __builtin_prefetch(code + b);
+      if (refine_ && i < s.heap.size())
+        detail::prefetch(lists_[s.heap[i].list].rows.code(s.heap[i].pos), refine_->code_size());
     };
     for (std::size_t i = 0; i < kAhead; ++i) prefetch(i);
     for (std::size_t ci = 0; ci < s.heap.size(); ++ci) {

@@ -344,10 +344,8 @@ class RowEncoder {
     if (offset)
       for (std::size_t j = 0; j < d; ++j) row_[j] -= offset[j];
     codec_.encode(row_.data(), 1, code_.data());
-    codec_.decode(code_.data(), 1, decoded_.data());
-    if (offset)
-      for (std::size_t j = 0; j < d; ++j) decoded_[j] += offset[j];
-    sq_norm = dot_kernel<T>(decoded_.data(), decoded_.data(), d);
+    const T* stored = codec_.rows(code_.data(), 1, decoded_, offset);  // as searches decode it
+    sq_norm = dot_kernel<T>(stored, stored, d);
     return code_.data();
   }
 

@@ -2,7 +2,7 @@
 /// @file detail/hnsw_kernels.hpp
 /// What the HNSW traversal needs below the index: distance kernels that score one row or four
 /// scattered rows against a query with the *same* rounding (so a pair's distance never depends
-/// on which kernel computed it), a prefetch hint, a per-thread visited set that costs nothing to
+/// on which kernel computed it), a per-thread visited set that costs nothing to
 /// reset between queries, and a test-and-set spin lock for the per-node locks of the parallel
 /// build. Not API: namespace mmrag::detail. Includes nothing of mmrag above detail/.
 
@@ -22,18 +22,10 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include "mmrag/config.hpp"  // detail::prefetch
 #include "mmrag/detail/simd.hpp"
 
 namespace mmrag::detail {
-
-/// Hint that `p` will be read soon (into every cache level). A no-op where unsupported.
-inline void prefetch(const void* p) noexcept {
-#if defined(__GNUC__) || defined(__clang__)
-  __builtin_prefetch(p, 0, 3);
-#else
-  (void)p;
-#endif
-}
 
 /// The traversal distance, lower is better: squared L2 when `kL2`, else the negated inner
 /// product. Two accumulators (even and odd SIMD blocks), then one horizontal sum, then the

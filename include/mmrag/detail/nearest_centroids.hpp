@@ -16,6 +16,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "mmrag/config.hpp"
+#include "mmrag/detail/topk.hpp"
 
 namespace mmrag::detail {
 
@@ -33,7 +34,7 @@ void smallest_keys(const T* key, Eigen::Index k, std::size_t p, Index* ids, T* o
   constexpr Eigen::Index W = Batch::size;
   heap.clear();
   auto worse_first = [](const std::pair<T, Index>& a, const std::pair<T, Index>& b) {
-    return a.first != b.first ? a.first < b.first : a.second < b.second;
+    return key_before(a.first, a.second, b.first, b.second);
   };
   Eigen::Index j = 0;
   for (; j < k && heap.size() < p; ++j) {

@@ -77,7 +77,6 @@ template <class T>
   return block_of(s, 0, s.size(), offset);
 }
 
-
 /// The canonical exact key of a stored row (lower is better): the squared distance for l2,
 /// minus the inner product otherwise (detail/exact.hpp). Every path ranks its final candidates
 /// by this one formula.
@@ -321,21 +320,18 @@ template <class T, class Plan>
     Scanner<T> scanner(*s.codec, s.metric, filter);
     plan(qb, first_q, scanner);
 
-    // Exact rescoring of every candidate the margin could not rule out. A batch has long since
-    // evicted the candidates' rows from cache: fetch the next query's rows while this one's
-    // are scored, so the misses overlap instead of stalling one by one.
+    // Exact rescoring of every candidate the margin could not rule out; the next query's rows
+    // are fetched while this one's are scored.
     std::vector<T> row;  // decode scratch for compressed codecs
     std::vector<std::pair<double, Index>> ranked;
-    const std::size_t code_size = s.codec->code_size();
-    auto prefetch = [code_size](std::vector<Candidate<T>>& pool) {
-      for (const Candidate<T>& c : pool)
-        for (std::size_t b = 0; b < code_size; b += 64) __builtin_prefetch(c.code + b);
+    auto prefetch_pool = [&](std::vector<Candidate<T>>& pool) {
+      for (const Candidate<T>& c : pool) prefetch(c.code, s.codec->code_size());
     };
-    if (nb > 0) prefetch(tops[0].settle());
+    if (nb > 0) prefetch_pool(tops[0].settle());
     for (std::size_t i = 0; i < nb; ++i) {
       const T* qi = qb.q + i * s.dim;
       ranked.clear();
-      if (i + 1 < nb) prefetch(tops[i + 1].settle());
+      if (i + 1 < nb) prefetch_pool(tops[i + 1].settle());
       for (const Candidate<T>& c : tops[i].settle()) {
         // The identity codec hands out the stored row itself: no copy per candidate.
         const double key =
