@@ -199,6 +199,131 @@ TEST_CASE("Compressed IvfIndex: exact over its decoded rows (residuals plus cent
   CHECK_THROWS_AS((void)ivf.list_vector(0, ivf.list_size(0)), std::out_of_range);
 }
 
+TEST_CASE("Codec::dot_codes: within dot_codes_error of q·x̂ (x̂ as rows() decodes it)") {
+  // The driver's margin relies on this bound: checked in long double against the decoded rows,
+  // with and without an offset (IVF residuals), on clustered, one-hot (wide ranges, small
+  // norms) and huge / tiny data.
+  const std::size_t d = 130;
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> g(0.0, 1.0);
+  for (int kind = 0; kind < 4; ++kind) {
+    Matrix<float> x(300, static_cast<Eigen::Index>(d));
+    for (Eigen::Index i = 0; i < x.rows(); ++i)
+      for (Eigen::Index j = 0; j < x.cols(); ++j)
+        x(i, j) = kind == 1 ? float(j == i % Eigen::Index(d)) : float(g(rng) + (j % 3 == 0 ? 40 : 0));
+    if (kind == 2) x *= 1e18f;
+    if (kind == 3) x *= 1e-18f;
+    Vector<float> offset(static_cast<Eigen::Index>(d));
+    for (Eigen::Index j = 0; j < offset.size(); ++j) offset[j] = x(0, j) * 0.5f;
+    for (Storage s : {Storage::float16, Storage::bfloat16, Storage::int8}) {
+      if (s == Storage::float16 && kind >= 2) continue;
+      for (const float* off : {static_cast<const float*>(nullptr), static_cast<const float*>(offset.data())}) {
+        if (off && s != Storage::int8) continue;  // only int8 codes residuals
+        CAPTURE(kind);
+        CAPTURE(std::string(to_string(s)));
+        Codec<float> codec(d, s);
+        Matrix<float> r = x;
+        if (off) r.rowwise() -= offset.transpose();
+        codec.train(r.data(), std::size_t(r.rows()));
+        std::vector<std::uint8_t> codes(std::size_t(r.rows()) * codec.code_size());
+        codec.encode(r.data(), std::size_t(r.rows()), codes.data());
+        std::vector<float> scratch;
+        const float* dec = codec.rows(codes.data(), std::size_t(r.rows()), scratch, off);
+        double max_norm = 0;
+        for (Eigen::Index i = 0; i < r.rows(); ++i) {
+          double n2 = 0;
+          for (std::size_t j = 0; j < d; ++j) n2 += double(dec[std::size_t(i) * d + j]) * dec[std::size_t(i) * d + j];
+          max_norm = std::max(max_norm, std::sqrt(n2));
+        }
+        for (int t = 0; t < 5; ++t) {
+          std::vector<float> q(d);
+          for (auto& v : q) v = float(g(rng) * (kind == 2 ? 1e-3 : kind == 3 ? 1e-18 : 1.0));
+          Codec<float>::ScanQuery prep;
+          codec.prepare_scan(q.data(), prep);
+          std::vector<float> out(std::size_t(r.rows()));
+          codec.dot_codes(q.data(), prep, codes.data(), std::size_t(r.rows()), off, out.data());
+          const double bound = codec.dot_codes_error(q.data(), prep, max_norm);
+          // plus the float dot product's own error, which the driver's margin covers
+          long double qx_abs = 0;
+          for (std::size_t j = 0; j < d; ++j) qx_abs += std::fabs((long double)q[j]) * max_norm;
+          for (Eigen::Index i = 0; i < r.rows(); ++i) {
+            long double exact = 0, mag = 0;
+            for (std::size_t j = 0; j < d; ++j) {
+              exact += (long double)q[j] * dec[std::size_t(i) * d + j];
+              mag += std::fabs((long double)q[j] * dec[std::size_t(i) * d + j]);
+            }
+            const double ordinary = double(d + 2) * 0x1p-24 * double(mag) + double(d) * 0x1p-149;
+            CHECK(double(std::fabs(out[std::size_t(i)] - exact)) <= bound + ordinary);
+          }
+          if (s == Storage::int8) CHECK(bound > 0);
+          else CHECK(bound == 0);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("Single queries scored on the codes: exact over the decoded rows on adversarial data") {
+  // One query at a time, compressed rows are scored on their codes (Codec::dot_codes) with the
+  // codec's error added to the rescoring margin. On near-ties (rows one code step apart),
+  // duplicates and huge or tiny coordinates the answer must still be the brute-force top-k of
+  // the decoded rows, ties to the smaller id, and equal the batch (GEMM on decoded rows).
+  const Eigen::Index d = 40, n = 600;
+  const Matrix<float> base = clustered<float>(n, d, 3, 41);
+  for (const double scale : {1.0, 1e15, 1e-18}) {
+    Matrix<float> x = base;
+    // Rows 0..199: row 0 plus at most one small change, so many decode one code step apart.
+    for (Eigen::Index i = 1; i < 200; ++i) {
+      x.row(i) = x.row(0);
+      x(i, i % d) += float(0.02 * double(i % 7));
+    }
+    x.row(300) = x.row(0);  // exact duplicates under different ids
+    x.row(301) = x.row(0);
+    x *= float(scale);
+    const Matrix<float> q = (clustered<float>(6, d, 3, 43) * float(scale)).eval();
+    for (Storage s : {Storage::float16, Storage::bfloat16, Storage::int8}) {
+      if (s == Storage::float16 && scale != 1.0) continue;  // beyond / below half's range
+      for (Metric metric : {Metric::l2, Metric::inner_product, Metric::cosine}) {
+        CAPTURE(scale);
+        CAPTURE(std::string(to_string(s)));
+        CAPTURE(std::string(to_string(metric)));
+        FlatIndex<float> flat(std::size_t(d), metric, s);
+        flat.add(x);
+        IvfIndex<float> ivf(std::size_t(d), 4, metric, s);
+        ivf.train(x);
+        ivf.add(x);
+        // Decoded rows and ids of both indexes.
+        Matrix<float> fdec(n, d), idec(n, d);
+        std::vector<Index> fids(static_cast<std::size_t>(n)), iids;
+        for (Eigen::Index i = 0; i < n; ++i) {
+          fdec.row(i) = flat.vector(std::size_t(i)).transpose();
+          fids[std::size_t(i)] = i;
+        }
+        for (std::size_t l = 0; l < ivf.nlist(); ++l)
+          for (std::size_t i = 0; i < ivf.list_size(l); ++i) {
+            idec.row(Eigen::Index(iids.size())) = ivf.list_vector(l, i).transpose();
+            iids.push_back(ivf.list_ids(l)[i]);
+          }
+        const Metric ref_metric = metric == Metric::cosine ? Metric::inner_product : metric;
+        const Hits<float> fbatch = flat.search(q, 12), ibatch = ivf.search(q, 12, {.nprobe = 4});
+        for (Eigen::Index i = 0; i < q.rows(); ++i) {
+          Matrix<float> qi = q.row(i);
+          const Hits<float> fa = flat.search(qi, 12), ia = ivf.search(qi, 12, {.nprobe = 4});
+          CHECK(fa.ids.row(0) == fbatch.ids.row(i));
+          CHECK(ia.ids.row(0) == ibatch.ids.row(i));
+          if (metric == Metric::cosine) normalize_rows(qi);
+          const auto fref = test::brute_force<float>(fdec, fids, qi.data(), ref_metric);
+          const auto iref = test::brute_force<float>(idec, iids, qi.data(), ref_metric);
+          for (Eigen::Index j = 0; j < 12; ++j) {
+            CHECK(fa.ids(0, j) == fref[std::size_t(j)].id);
+            CHECK(ia.ids(0, j) == iref[std::size_t(j)].id);
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("IvfIndex: a version-2 int8 file (codes of the rows) loads, searches as written, and saves back as rows") {
   // Written by version 2 (commit 9d574bd): IvfIndex<float>(4, 2, l2, int8), 24 rows (below)
   // trained and added; its search of the first three rows with nprobe 2, k 3 gave `want`.

@@ -160,6 +160,71 @@ class Codec {
       for (std::size_t i = 0; i < n * dim_; ++i) out[i] = static_cast<T>(f[i]);
   }
 
+  /// True when `dot_codes` scores this storage on the codes themselves: a float index with
+  /// float16, bfloat16 or int8 storage (the kernels of detail/ are float-only).
+  [[nodiscard]] bool scores_codes() const noexcept {
+    return std::is_same_v<T, float> && !is_identity() && is_trained();
+  }
+
+  /// Inner products of query q (dim floats, finite) with n stored rows, computed on the codes
+  /// without decoding them (one pass over code_size() bytes a row instead of a decode to dim
+  /// floats and a second pass): out[r] ≈ q · rows(codes + r·code_size(), offset). `prepared`
+  /// is per-query scratch that `prepare_scan(q, prepared)` fills once (int8 only). The error
+  /// against the decoded row is at most `dot_codes_error`. Requires scores_codes().
+  /// Sources: detail/float16.hpp, detail/bfloat16.hpp (exact decode, float accumulation) and
+  /// detail/int8.hpp (q·D(c) = bias + Σ s_j c_j, FAISS's ScalarQuantizer distance computer).
+  struct ScanQuery {
+    detail::Sq8Query sq8;
+  };
+  void prepare_scan(const T* q, ScanQuery& prepared) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (storage_ == Storage::int8) detail::prepare_sq8_query(sq8_, q, prepared.sq8);
+    }
+  }
+  void dot_codes(const T* q, const ScanQuery& prepared, const std::uint8_t* codes, std::size_t n,
+                 const T* offset, T* out) const {
+    MMRAG_ASSERT(scores_codes());
+    if constexpr (std::is_same_v<T, float>) {
+      const auto* h = reinterpret_cast<const std::uint16_t*>(codes);
+      switch (storage_) {
+        case Storage::float16:
+          detail::dot_many_f16(q, h, n, dim_, out);
+          break;
+        case Storage::bfloat16:
+          detail::dot_many_bf16(q, h, n, dim_, out);
+          break;
+        default: {
+          // q·(o + D(c)) = q·o + bias + Σ s_j c_j; the constant part in double.
+          double base = prepared.sq8.bias;
+          if (offset)
+            for (std::size_t j = 0; j < dim_; ++j) base += double(q[j]) * double(offset[j]);
+          detail::dot_many_u8(prepared.sq8.scaled.data(), codes, n, dim_, out);
+          for (std::size_t r = 0; r < n; ++r) out[r] = static_cast<float>(base + double(out[r]));
+        }
+      }
+    } else {
+      (void)q, (void)prepared, (void)codes, (void)n, (void)offset, (void)out;
+    }
+  }
+
+  /// Bound on |dot_codes − q·x̂| for every row x̂ as `rows` decodes it, given an upper bound
+  /// `max_norm` of ‖x̂‖, beyond the error of an ordinary float dot product of q and x̂ (which
+  /// the search driver's margin already covers; float16 and bfloat16 decode exactly to float,
+  /// so their kernels add nothing). int8: the kernel's bound (Sq8Query::dot_error) plus the
+  /// roundings of the decoded row (D_j to float, then o_j + D_j) and of the final sum:
+  /// 4u·(Σ|q_j|(|vmin_j| + vdiff_j) + ‖q‖·max_norm), u = 2^-24 (generous: 2u suffices).
+  [[nodiscard]] double dot_codes_error(const T* q, const ScanQuery& prepared,
+                                       double max_norm) const noexcept {
+    if (storage_ != Storage::int8 || !std::is_same_v<T, float>) return 0;
+    double qn = 0, qd = 0;
+    for (std::size_t j = 0; j < dim_; ++j) {
+      const double qj = std::fabs(double(q[j]));
+      qn += qj * qj;
+      qd += qj * (std::fabs(double(sq8_.vmin[j])) + double(sq8_.vdiff[j]));
+    }
+    return prepared.sq8.dot_error + 4 * detail::kFloatUnit * (qd + std::sqrt(qn) * max_norm);
+  }
+
   /// Bytes of codec parameters (int8: two floats per dimension).
   [[nodiscard]] std::size_t memory_bytes() const noexcept {
     return (sq8_.vmin.capacity() + sq8_.vdiff.capacity()) * sizeof(float);

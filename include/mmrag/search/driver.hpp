@@ -12,7 +12,9 @@
 /// of T; the bound of any summation order, Higham, "Accuracy and Stability of Numerical
 /// Algorithms", §3.1): |q·x|-error <= γ ||q|| ||x||, l2-error <= γ (||q|| + ||x||)², using the
 /// index's largest stored norm for ||x||, plus an absolute (4d + 16)·denorm_min/2 for gradual
-/// underflow (tiny data). Keys that overflow to -inf tie at the top of the heap and are all
+/// underflow (tiny data). Compressed rows scanned one query at a time are scored on their codes
+/// (Codec::dot_codes): for float16 / bfloat16 the same bound holds (they decode exactly to
+/// float); for int8 the codec's extra bound (Codec::dot_codes_error) is added. Keys that overflow to -inf tie at the top of the heap and are all
 /// rescored; a margin beyond T's range is +inf, and then every row is. Every candidate within twice that bound of the k-th
 /// screened key is rescored with one canonical formula (products and sums in double: for float
 /// data, exact products), and the top-k is chosen on those scores, ties to the smaller id. So
@@ -189,10 +191,20 @@ class Scanner {
   }
 
   void scan_one(const T* query, T sq_query, const Block<T>& b, TopK<T>& top) {
-    const T* x = codec_.rows(b.codes, b.rows, decoded_, b.offset);
     keys_.resize(b.rows);
     T* s = keys_.data();
-    dot_many_kernel<T>(query, x, b.rows, dim_, dim_, s);
+    if (codec_.scores_codes()) {
+      // Compressed rows are scored on their codes (a quarter or half of the bytes, one pass);
+      // the heap's margin includes the codec's extra error (run_search).
+      if (prepared_for_ != query) {
+        codec_.prepare_scan(query, prepared_);
+        prepared_for_ = query;
+      }
+      codec_.dot_codes(query, prepared_, b.codes, b.rows, b.offset, s);
+    } else {
+      const T* x = codec_.rows(b.codes, b.rows, decoded_, b.offset);
+      dot_many_kernel<T>(query, x, b.rows, dim_, dim_, s);
+    }
     if (metric_ == Metric::l2)
       for (std::size_t j = 0; j < b.rows; ++j) s[j] = std::max(T(0), sq_query + b.sq_norms[j] - T(2) * s[j]);
     else
@@ -246,6 +258,8 @@ class Scanner {
   Metric metric_;
   const Filter& filter_;
   std::size_t dim_;
+  const T* prepared_for_ = nullptr;  // the query prepared_ was made for (queries outlive us)
+  typename Codec<T>::ScanQuery prepared_;
   std::vector<T> keys_, decoded_, gathered_, gathered_sq_;
   std::vector<TopK<T>*> tops_;
   Matrix<T> scores_;
@@ -312,10 +326,22 @@ template <class T, class Plan>
     const auto nb = static_cast<std::size_t>(std::min(s.query_block, nq - first_q));
     std::vector<TopK<T>> tops;
     tops.reserve(nb);
-    for (std::size_t i = 0; i < nb; ++i)
-      tops.emplace_back(heap_k, screening_margin<T>(s.metric, s.dim,
-                                                    q_sq[first_q + static_cast<Eigen::Index>(i)],
-                                                    s.max_sq_norm));
+    typename Codec<T>::ScanQuery prepared;
+    for (std::size_t i = 0; i < nb; ++i) {
+      const Eigen::Index r = first_q + static_cast<Eigen::Index>(i);
+      T margin = screening_margin<T>(s.metric, s.dim, q_sq[r], s.max_sq_norm);
+      if (s.codec->scores_codes()) {
+        // Scans that score codes directly err by up to dot_codes_error more per inner product
+        // (twice that per l2 key); the margin is twice the bound.
+        s.codec->prepare_scan(q.row(r).data(), prepared);
+        const double e = s.codec->dot_codes_error(q.row(r).data(), prepared,
+                                                  std::sqrt(double(s.max_sq_norm)));
+        const double total = double(margin) + (s.metric == Metric::l2 ? 4 : 2) * e * (1 + 0x1p-20);
+        margin = total > double(std::numeric_limits<T>::max()) ? std::numeric_limits<T>::infinity()
+                                                               : static_cast<T>(total);
+      }
+      tops.emplace_back(heap_k, margin);
+    }
     const QueryBlock<T> qb{q.row(first_q).data(), q_sq.data() + first_q, tops.data(), nb};
     Scanner<T> scanner(*s.codec, s.metric, filter);
     plan(qb, first_q, scanner);
