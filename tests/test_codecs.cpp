@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -321,6 +322,35 @@ TEST_CASE("Single queries scored on the codes: exact over the decoded rows on ad
         }
       }
     }
+  }
+}
+
+TEST_CASE("Single queries on int8 codes: subnormal rows and kernel overflow (break-it review)") {
+  SUBCASE("a decoded subnormal coordinate rounds absolutely, not relatively") {
+    // dot_codes scores the grid point D(c) = c·vdiff/255 (≈ 1.02 subnormal ulp here), the
+    // decoded row holds 1 ulp: with a 1.5e19 query that gap once flipped the answer.
+    const float ulp = std::numeric_limits<float>::denorm_min();
+    Matrix<float> train(2, 2), x(2, 2), q(1, 2);
+    train << 0, 0, 10 * ulp, 1e-24f;
+    x << ulp, 0, 0, 1e-24f;
+    q << 1.5e19f, float(1.5e19 * double(ulp) * 1.0098 / 1e-24);
+    FlatIndex<float> index(2, Metric::inner_product, Storage::int8);
+    index.train(train);
+    index.add(x);
+    CHECK(index.search(q, 1).ids(0, 0) == 1);
+    CHECK(index.search(q.replicate(8, 1), 1).ids(0, 0) == 1);
+  }
+  SUBCASE("partial sums beyond FLT_MAX while q·x̂ is finite: the query is decoded instead") {
+    const float r = 1.2e19f, s = 1.5e18f;
+    Matrix<float> x(4, 2), q(1, 2);
+    x << -r, -s, r, s, -r + 250.f / 255 * 2 * r, s, -r + 235.f / 255 * 2 * r, -s;
+    q << -1.5e19f, 1e19f;
+    FlatIndex<float> index(2, Metric::inner_product, Storage::int8), exact(2, Metric::inner_product);
+    index.add(x);
+    exact.add(x);
+    const Hits<float> one = index.search(q, 2);
+    CHECK(one.ids == index.search(q.replicate(8, 1), 2).ids.topRows(1));
+    CHECK(one.ids == exact.search(q, 2).ids);  // ids 0, 2
   }
 }
 

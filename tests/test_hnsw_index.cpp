@@ -257,6 +257,42 @@ TEST_CASE("HnswIndex: a build with many threads leaves every item reachable") {
   CHECK(missed == 0);
 }
 
+TEST_CASE("HnswIndex: after remove_ids every survivor is still reachable; progress for one row") {
+  // Break-it review: on tight clusters, removing 40 % left 2 of 1 822 survivors whose every
+  // level-0 in-link had come from removed nodes or been pruned by the repairs: no search found
+  // them, even with ef_search = size(). remove_ids now gives such orphans a link back.
+  std::mt19937_64 rng(99);
+  std::normal_distribution<float> g;
+  const Eigen::Index n = 3000, d = 16;
+  Matrix<float> c(20, d), x(n, d);
+  for (Eigen::Index i = 0; i < c.size(); ++i) c.data()[i] = 10 * g(rng);
+  for (Eigen::Index r = 0; r < n; ++r)
+    for (Eigen::Index j = 0; j < d; ++j) x(r, j) = c(r % 20, j) + 0.01f * g(rng);
+  single_threaded([&] {
+    HnswIndex<float> index(std::size_t(d), Metric::l2, {.M = 16, .ef_construction = 100, .seed = 0});
+    index.add(x);
+    std::vector<Index> doomed;
+    std::vector<char> gone(std::size_t(n), 0);
+    for (Eigen::Index i = 0; i < n; ++i)
+      if (rng() % 5 < 2) doomed.push_back(i), gone[std::size_t(i)] = 1;
+    CHECK(index.remove_ids(doomed) == doomed.size());
+    std::size_t missed = 0;
+    for (Eigen::Index i = 0; i < n; ++i)
+      if (!gone[std::size_t(i)])
+        missed += index.search(x.row(i), 1, {.ef_search = index.size()}).ids(0, 0) != i;
+    CHECK(missed == 0);
+  });
+  std::size_t calls = 0, last = 0;
+  HnswIndex<float> one(std::size_t(d), Metric::l2, {.progress = [&](std::size_t done, std::size_t total) {
+                         ++calls;
+                         last = done;
+                         CHECK(done == total);
+                       }});
+  one.add(x.topRows(1));  // the first row goes in alone: still reported, as (1, 1)
+  CHECK(calls == 1);
+  CHECK(last == 1);
+}
+
 TEST_CASE_TEMPLATE("HnswIndex filters: only allowed items, recall >= 0.95 at 10 % and 0.5 %", T,
                    float, double) {
   const Eigen::Index n = 6000, d = 16, nq = 40;

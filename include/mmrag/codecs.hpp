@@ -20,6 +20,7 @@
 #include <type_traits>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -173,12 +174,22 @@ class Codec {
   /// against the decoded row is at most `dot_codes_error`. Requires scores_codes().
   /// Sources: detail/float16.hpp, detail/bfloat16.hpp (exact decode, float accumulation) and
   /// detail/int8.hpp (q·D(c) = bias + Σ s_j c_j, FAISS's ScalarQuantizer distance computer).
+  /// `on_codes` is false when this query cannot be scored on the codes without risk of
+  /// overflow (int8: the kernel's partial sums reach Σ|q_j|·vdiff_j, which for huge data can
+  /// pass FLT_MAX while q·x̂ does not); the caller then decodes.
   struct ScanQuery {
     detail::Sq8Query sq8;
+    bool on_codes = true;
   };
   void prepare_scan(const T* q, ScanQuery& prepared) const {
+    prepared.on_codes = scores_codes();
     if constexpr (std::is_same_v<T, float>) {
-      if (storage_ == Storage::int8) detail::prepare_sq8_query(sq8_, q, prepared.sq8);
+      if (storage_ == Storage::int8 && prepared.on_codes) {
+        detail::prepare_sq8_query(sq8_, q, prepared.sq8);
+        double reach = std::fabs(prepared.sq8.bias);
+        for (std::size_t j = 0; j < dim_; ++j) reach += std::fabs(double(q[j])) * sq8_.vdiff[j];
+        prepared.on_codes = reach < 0x1p-4 * double(std::numeric_limits<float>::max());
+      }
     }
   }
   void dot_codes(const T* q, const ScanQuery& prepared, const std::uint8_t* codes, std::size_t n,
@@ -211,18 +222,22 @@ class Codec {
   /// `max_norm` of ‖x̂‖, beyond the error of an ordinary float dot product of q and x̂ (which
   /// the search driver's margin already covers; float16 and bfloat16 decode exactly to float,
   /// so their kernels add nothing). int8: the kernel's bound (Sq8Query::dot_error) plus the
-  /// roundings of the decoded row (D_j to float, then o_j + D_j) and of the final sum:
-  /// 4u·(Σ|q_j|(|vmin_j| + vdiff_j) + ‖q‖·max_norm), u = 2^-24 (generous: 2u suffices).
+  /// roundings of the decoded row (D_j to float, then o_j + D_j: relative, and absolute up to
+  /// 2^-150 each where they underflow) and of the final sum:
+  /// 4u·(Σ|q_j|(|vmin_j| + vdiff_j) + ‖q‖·max_norm) + 4·2^-149·‖q‖₁, u = 2^-24 (2u and
+  /// 2·2^-149 suffice). Only meaningful when prepared.on_codes.
   [[nodiscard]] double dot_codes_error(const T* q, const ScanQuery& prepared,
                                        double max_norm) const noexcept {
     if (storage_ != Storage::int8 || !std::is_same_v<T, float>) return 0;
-    double qn = 0, qd = 0;
+    double qn = 0, qd = 0, q1 = 0;
     for (std::size_t j = 0; j < dim_; ++j) {
       const double qj = std::fabs(double(q[j]));
       qn += qj * qj;
+      q1 += qj;
       qd += qj * (std::fabs(double(sq8_.vmin[j])) + double(sq8_.vdiff[j]));
     }
-    return prepared.sq8.dot_error + 4 * detail::kFloatUnit * (qd + std::sqrt(qn) * max_norm);
+    return prepared.sq8.dot_error + 4 * detail::kFloatUnit * (qd + std::sqrt(qn) * max_norm) +
+           4 * 0x1p-149 * q1;
   }
 
   /// Bytes of codec parameters (int8: two floats per dimension).

@@ -253,7 +253,8 @@ class HnswIndex {
   }
 
   /// Removes every stored item whose id is in `ids` (all copies of a repeated id) and repairs
-  /// the links that pointed to them (see the file comment); returns how many were removed.
+  /// the links that pointed to them (see the file comment), then links back any survivor left
+  /// with no level-0 in-link (adopt_orphans); returns how many were removed.
   /// Strong guarantee: the repaired link lists are computed aside and committed only when all
   /// are ready. Cost: about (removed · 2M) link-list repairs, each a heuristic selection over
   /// at most 4·M candidates; runs in parallel with OpenMP.
@@ -294,6 +295,7 @@ class HnswIndex {
     const auto np = static_cast<long long>(patches.size());
     detail::parallel_for<long long>(0, np, np > 64, 16,
                                     [&](long long i) { repair(patches[static_cast<std::size_t>(i)], doomed); });
+    adopt_orphans(patches, doomed);
 
     // ---- commit (no throw below) ----
     for (auto& p : patches) {
@@ -1035,6 +1037,64 @@ class HnswIndex {
       done = end;
       if (params_.progress && (done - reported >= kProgressChunk || done == n))
         params_.progress(reported = done, n);
+    }
+    if (reported != n && params_.progress) params_.progress(n, n);  // e.g. one row, empty graph
+  }
+
+  /// After the repairs of remove_ids: a live node whose level-0 in-links all came from removed
+  /// nodes, or were pruned by the repairs, has no way in and no search finds it (seen on tight
+  /// clusters: 2 of 1 822 survivors). Each such orphan gets a link from the nearest of its own
+  /// out-neighbours: appended when that list has room, else in place of the list's farthest
+  /// link whose target keeps another in-link. Works on (and adds) patches only: nothing in the
+  /// graph changes before remove_ids commits. Upper levels only shortcut; level 0 is where
+  /// every item must be reachable.
+  template <class Patch>
+  void adopt_orphans(std::vector<Patch>& patches, const std::vector<std::uint8_t>& doomed) const {
+    const std::size_t n = slots();
+    std::vector<std::int64_t> patch_of(n, -1);
+    for (std::size_t i = 0; i < patches.size(); ++i)
+      if (patches[i].level == 0) patch_of[patches[i].slot] = static_cast<std::int64_t>(i);
+    auto live = [&](std::size_t s) { return ids_[s] >= 0 && !doomed[s]; };
+    auto list0 = [&](std::uint32_t s) -> std::span<const std::uint32_t> {
+      if (patch_of[s] >= 0) return patches[static_cast<std::size_t>(patch_of[s])].links;
+      const std::uint32_t* ls = links(s, 0);
+      return {ls + 1, ls[0]};
+    };
+    std::vector<std::uint32_t> indeg(n, 0);
+    for (std::size_t s = 0; s < n; ++s)
+      if (live(s))
+        for (std::uint32_t t : list0(static_cast<std::uint32_t>(s))) ++indeg[t];
+    const std::size_t cap = max_links(0);
+    std::vector<std::pair<T, std::uint32_t>> near;
+    for (std::size_t s = 0; s < n; ++s) {
+      if (!live(s) || indeg[s] > 0) continue;
+      const auto v = static_cast<std::uint32_t>(s);
+      near.clear();
+      for (std::uint32_t u : list0(v)) near.push_back({dist_any(vec(v), u), u});
+      std::sort(near.begin(), near.end(), pair_less);
+      for (const auto& [d, u] : near) {
+        if (patch_of[u] < 0) {  // copy u's list aside to change it
+          const std::uint32_t* ls = links(u, 0);
+          patches.push_back({u, 0, std::vector<std::uint32_t>(ls + 1, ls + 1 + ls[0])});
+          patch_of[u] = static_cast<std::int64_t>(patches.size() - 1);
+        }
+        std::vector<std::uint32_t>& lu = patches[static_cast<std::size_t>(patch_of[u])].links;
+        if (lu.size() < cap) {
+          lu.push_back(v);
+        } else {
+          std::size_t far = lu.size();
+          T far_d = T(0);
+          for (std::size_t j = 0; j < lu.size(); ++j) {
+            const T dj = dist_any(vec(u), lu[j]);
+            if (indeg[lu[j]] >= 2 && (far == lu.size() || dj > far_d)) far = j, far_d = dj;
+          }
+          if (far == lu.size()) continue;  // every link is some node's only way in
+          --indeg[lu[far]];
+          lu[far] = v;
+        }
+        ++indeg[v];
+        break;
+      }
     }
   }
 

@@ -193,13 +193,13 @@ class Scanner {
   void scan_one(const T* query, T sq_query, const Block<T>& b, TopK<T>& top) {
     keys_.resize(b.rows);
     T* s = keys_.data();
-    if (codec_.scores_codes()) {
+    if (codec_.scores_codes() && prepared_for_ != query) {
+      codec_.prepare_scan(query, prepared_);
+      prepared_for_ = query;
+    }
+    if (codec_.scores_codes() && prepared_.on_codes) {
       // Compressed rows are scored on their codes (a quarter or half of the bytes, one pass);
       // the heap's margin includes the codec's extra error (run_search).
-      if (prepared_for_ != query) {
-        codec_.prepare_scan(query, prepared_);
-        prepared_for_ = query;
-      }
       codec_.dot_codes(query, prepared_, b.codes, b.rows, b.offset, s);
     } else {
       const T* x = codec_.rows(b.codes, b.rows, decoded_, b.offset);
@@ -334,6 +334,8 @@ template <class T, class Plan>
         // Scans that score codes directly err by up to dot_codes_error more per inner product
         // (twice that per l2 key); the margin is twice the bound.
         s.codec->prepare_scan(q.row(r).data(), prepared);
+      }
+      if (s.codec->scores_codes() && prepared.on_codes) {
         const double e = s.codec->dot_codes_error(q.row(r).data(), prepared,
                                                   std::sqrt(double(s.max_sq_norm)));
         const double total = double(margin) + (s.metric == Metric::l2 ? 4 : 2) * e * (1 + 0x1p-20);
