@@ -37,15 +37,19 @@
 /// Removal (`remove_ids`) repairs the graph: every node that linked to a removed node gets its
 /// links chosen again by the heuristic among its remaining links and the removed node's
 /// links (looking through removed neighbours of removed neighbours), the entry point moves to a
-/// surviving node of the highest level, and the removed slots go to a free list that later
+/// surviving node of the highest level, any survivor left with no level-0 in-link gets one
+/// from its nearest out-neighbour, and the removed slots go to a free list that later
 /// `add`s reuse. No link ever points to a removed node afterwards, so removed items are never
 /// returned and the searches need no per-node "deleted" test.
 ///
 /// Thread safety: `search` is const; any number of threads may search one index at once (each
 /// thread keeps its own visited set and beam in thread-local storage). `add` and `remove_ids`
 /// are not: never call them while another thread searches. `add` itself runs in parallel with
-/// OpenMP (per-node spin locks); with one thread (OMP_NUM_THREADS=1 or no -fopenmp) the graph
-/// is a deterministic function of the seed and the sequence of calls.
+/// OpenMP (per-node spin locks): an insertion searches top-down and links bottom-up (nobody can
+/// reach a node at a level before its lists below are written), in batches of at most a
+/// quarter of the graph (so early items are not inserted blind to each other); with one thread
+/// (OMP_NUM_THREADS=1 or no -fopenmp) the graph is a deterministic function of the seed and the
+/// sequence of calls.
 ///
 /// Storage: vectors are stored as T (Storage::float32). The other storages of codecs.hpp are
 /// rejected until their codecs exist; they will plug into the node block (codes in place of the
