@@ -197,7 +197,7 @@ void BM_ivf(benchmark::State& state) {
 }
 BENCHMARK(BM_ivf)
     ->Name("ivf")
-    ->ArgsProduct({{0, 1, 2}, {0, 3}})
+    ->ArgsProduct({{0, 1, 2}, {0, 1, 2, 3}})
     ->Unit(benchmark::kMicrosecond);
 
 #ifdef MMRAG_HAVE_FAISS
