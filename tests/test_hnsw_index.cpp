@@ -257,6 +257,26 @@ TEST_CASE("HnswIndex: a build with many threads leaves every item reachable") {
   CHECK(missed == 0);
 }
 
+TEST_CASE("HnswIndex: a small M leaves no item without a way in") {
+  // The selection heuristic can prune every link into an item (hnswlib too): at M = 8 on
+  // 2 000 Gaussian 16-d rows, seeds 2 and 3 left 1 and 3 items that no search found, even with
+  // ef_search = size(). add now links such orphans back from their nearest out-neighbour.
+  single_threaded([&] {
+    for (std::uint64_t seed : {2, 3}) {
+      std::mt19937_64 rng(seed);
+      std::normal_distribution<float> g;
+      Matrix<float> x(2000, 16);
+      for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = g(rng);
+      HnswIndex<float> index(16, Metric::l2, {.M = 8, .ef_construction = 100});
+      index.add(x);
+      std::size_t missed = 0;
+      for (Eigen::Index i = 0; i < x.rows(); ++i)
+        missed += index.search(x.row(i), 1, {.ef_search = index.size()}).ids(0, 0) != i;
+      CHECK(missed == 0);
+    }
+  });
+}
+
 TEST_CASE("HnswIndex: after remove_ids every survivor is still reachable; progress for one row") {
   // Break-it review: on tight clusters, removing 40 % left 2 of 1 822 survivors whose every
   // level-0 in-link had come from removed nodes or been pruned by the repairs: no search found
