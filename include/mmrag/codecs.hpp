@@ -186,8 +186,7 @@ class Codec {
     if constexpr (std::is_same_v<T, float>) {
       if (storage_ == Storage::int8 && prepared.on_codes) {
         detail::prepare_sq8_query(sq8_, q, prepared.sq8);
-        double reach = std::fabs(prepared.sq8.bias);
-        for (std::size_t j = 0; j < dim_; ++j) reach += std::fabs(double(q[j])) * sq8_.vdiff[j];
+        const double reach = std::fabs(prepared.sq8.bias) + prepared.sq8.abs_qvdiff;
         prepared.on_codes = reach < 0x1p-4 * double(std::numeric_limits<float>::max());
       }
     }
@@ -229,14 +228,15 @@ class Codec {
   [[nodiscard]] double dot_codes_error(const T* q, const ScanQuery& prepared,
                                        double max_norm) const noexcept {
     if (storage_ != Storage::int8 || !std::is_same_v<T, float>) return 0;
-    double qn = 0, qd = 0, q1 = 0;
+    double qn = 0, q1 = 0;
     for (std::size_t j = 0; j < dim_; ++j) {
       const double qj = std::fabs(double(q[j]));
       qn += qj * qj;
       q1 += qj;
-      qd += qj * (std::fabs(double(sq8_.vmin[j])) + double(sq8_.vdiff[j]));
     }
-    return prepared.sq8.dot_error + 4 * detail::kFloatUnit * (qd + std::sqrt(qn) * max_norm) +
+    const detail::Sq8Query& p = prepared.sq8;  // Σ|q_j|(|vmin_j| + vdiff_j) = its two sums
+    return p.dot_error +
+           4 * detail::kFloatUnit * (p.abs_qvmin + p.abs_qvdiff + std::sqrt(qn) * max_norm) +
            4 * 0x1p-149 * q1;
   }
 

@@ -300,7 +300,7 @@ class HnswIndex {
     const auto np = static_cast<long long>(patches.size());
     detail::parallel_for<long long>(0, np, np > 64, 16,
                                     [&](long long i) { repair(patches[static_cast<std::size_t>(i)], doomed); });
-    adopt_orphans(patches, doomed);
+    adopt_orphans(patches, doomed.data());
 
     // ---- commit (no throw below) ----
     apply(patches);
@@ -955,26 +955,24 @@ class HnswIndex {
     for (std::size_t l = 0; l <= linked; ++l) {
       std::vector<std::uint32_t>& out = chosen[l];
       if (out.empty()) continue;
-      {
-        // Links other nodes already made to s at this level (possible only when a level holds
-        // nodes inserted meanwhile) are kept beside the chosen ones, pruned by the heuristic if
-        // the list overflows: overwriting them could leave such a node with no way in.
-        detail::spin_lock(locks[s]);
-        std::uint32_t* ls = links(s, l);
-        const std::uint32_t had = ls[0];
-        for (std::uint32_t j = 0; j < had; ++j)
-          if (std::find(out.begin(), out.end(), ls[1 + j]) == out.end()) out.push_back(ls[1 + j]);
-        const std::size_t cap = max_links(l);
-        if (out.size() > cap) {
-          cand.clear();
-          for (std::uint32_t v : out) cand.push_back({dist_any(q, v), v});
-          std::sort(cand.begin(), cand.end(), pair_less);
-          select_heuristic(cand, cap, out);
-        }
-        ls[0] = static_cast<std::uint32_t>(out.size());
-        std::copy(out.begin(), out.end(), ls + 1);
-        detail::spin_unlock(locks[s]);
+      // Links other nodes already made to s at this level (possible only when a level holds
+      // nodes inserted meanwhile) are kept beside the chosen ones, pruned by the heuristic if
+      // the list overflows: overwriting them could leave such a node with no way in.
+      detail::spin_lock(locks[s]);
+      std::uint32_t* ls = links(s, l);
+      const std::uint32_t had = ls[0];
+      for (std::uint32_t j = 0; j < had; ++j)
+        if (std::find(out.begin(), out.end(), ls[1 + j]) == out.end()) out.push_back(ls[1 + j]);
+      const std::size_t cap = max_links(l);
+      if (out.size() > cap) {
+        cand.clear();
+        for (std::uint32_t v : out) cand.push_back({dist_any(q, v), v});
+        std::sort(cand.begin(), cand.end(), pair_less);
+        select_heuristic(cand, cap, out);
       }
+      ls[0] = static_cast<std::uint32_t>(out.size());
+      std::copy(out.begin(), out.end(), ls + 1);
+      detail::spin_unlock(locks[s]);
       for (std::uint32_t e : out) connect(e, s, l, locks);
     }
     if (level > top_level) {
@@ -1036,10 +1034,10 @@ class HnswIndex {
       detail::parallel_for<long long>(lo, hi, hi - lo > 16, 8,
                                       [&](long long i) { one(slot[static_cast<std::size_t>(i)]); });
       done = end;
-      if (params_.progress && (done - reported >= kProgressChunk || done == n))
+      if (params_.progress && done - reported >= kProgressChunk)
         params_.progress(reported = done, n);
     }
-    if (reported != n && params_.progress) params_.progress(n, n);  // e.g. one row, empty graph
+    if (reported != n && params_.progress) params_.progress(n, n);  // the end (even of one row)
   }
 
   /// A new link list for one (node, level), computed aside and written by `apply`.
@@ -1063,8 +1061,7 @@ class HnswIndex {
   void link_back_orphans() noexcept {
     try {
       std::vector<LinkPatch> patches;
-      const std::vector<std::uint8_t> none(slots(), 0);
-      adopt_orphans(patches, none);
+      adopt_orphans(patches, nullptr);
       apply(patches);
     } catch (const std::bad_alloc&) {
     }
@@ -1077,12 +1074,13 @@ class HnswIndex {
   /// room, else in place of the list's farthest link whose target keeps another in-link. Works
   /// on (and adds) patches only: nothing in the graph changes before the caller applies them.
   /// Upper levels only shortcut; level 0 is where every item must be reachable.
-  void adopt_orphans(std::vector<LinkPatch>& patches, const std::vector<std::uint8_t>& doomed) const {
+  /// `doomed`: one flag per slot, nodes about to be removed (null: none).
+  void adopt_orphans(std::vector<LinkPatch>& patches, const std::uint8_t* doomed) const {
     const std::size_t n = slots();
     std::vector<std::int64_t> patch_of(n, -1);
     for (std::size_t i = 0; i < patches.size(); ++i)
       if (patches[i].level == 0) patch_of[patches[i].slot] = static_cast<std::int64_t>(i);
-    auto live = [&](std::size_t s) { return ids_[s] >= 0 && !doomed[s]; };
+    auto live = [&](std::size_t s) { return ids_[s] >= 0 && !(doomed && doomed[s]); };
     auto list0 = [&](std::uint32_t s) -> std::span<const std::uint32_t> {
       if (patch_of[s] >= 0) return patches[static_cast<std::size_t>(patch_of[s])].links;
       const std::uint32_t* ls = links(s, 0);

@@ -196,6 +196,8 @@ struct Sq8Query {
   // inner product: q·D(c) ≈ bias + dot_many_u8(scaled, c)
   std::vector<float> scaled;  ///< s_j = q_j·vdiff_j/255 (float)
   double bias = 0;            ///< Σ q_j vmin_j (double)
+  double abs_qvmin = 0;       ///< Σ |q_j vmin_j|
+  double abs_qvdiff = 0;      ///< Σ |q_j| vdiff_j (≥ |Σ s_j c_j| / 255 for every code c)
   double dot_error = 0;       ///< bound on |bias + K − q·D(c)| for every code c
   // squared L2: ‖q − D(c)‖² ≈ l2sq_many_u8(shifted, step, c)
   std::vector<float> shifted;  ///< q_j − vmin_j (float)
@@ -232,6 +234,8 @@ inline void prepare_sq8_query(const Sq8Params& p, const float* q, Sq8Query& out)
     e2 += ej * ej;
   }
   out.bias = bias;
+  out.abs_qvmin = abs_qvmin;
+  out.abs_qvdiff = abs_qvdiff;
   const double gd = double_gamma(dim + 4);
   out.dot_error =
       (gd * abs_qvmin + (u + 0x1p-52 + float_gamma(dim + 1) * (1 + u + 0x1p-52)) * abs_qvdiff +

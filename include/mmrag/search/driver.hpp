@@ -193,11 +193,7 @@ class Scanner {
   void scan_one(const T* query, T sq_query, const Block<T>& b, TopK<T>& top) {
     keys_.resize(b.rows);
     T* s = keys_.data();
-    if (codec_.scores_codes() && prepared_for_ != query) {
-      codec_.prepare_scan(query, prepared_);
-      prepared_for_ = query;
-    }
-    if (codec_.scores_codes() && prepared_.on_codes) {
+    if (codec_.scores_codes() && prepared(query).on_codes) {
       // Compressed rows are scored on their codes (a quarter or half of the bytes, one pass);
       // the heap's margin includes the codec's extra error (run_search).
       codec_.dot_codes(query, prepared_, b.codes, b.rows, b.offset, s);
@@ -213,6 +209,15 @@ class Scanner {
       select<false>(s, b, top);
     else
       select<true>(s, b, top);
+  }
+
+  /// The codec's per-query scan state for `query`, made once for consecutive blocks.
+  const typename Codec<T>::ScanQuery& prepared(const T* query) {
+    if (prepared_for_ != query) {
+      codec_.prepare_scan(query, prepared_);
+      prepared_for_ = query;
+    }
+    return prepared_;
   }
 
   void scan_many(const T* queries, const T* sq_queries, std::size_t nq, const Block<T>& b) {
@@ -334,13 +339,15 @@ template <class T, class Plan>
         // Scans that score codes directly err by up to dot_codes_error more per inner product
         // (twice that per l2 key); the margin is twice the bound.
         s.codec->prepare_scan(q.row(r).data(), prepared);
-      }
-      if (s.codec->scores_codes() && prepared.on_codes) {
-        const double e = s.codec->dot_codes_error(q.row(r).data(), prepared,
-                                                  std::sqrt(double(s.max_sq_norm)));
-        const double total = double(margin) + (s.metric == Metric::l2 ? 4 : 2) * e * (1 + 0x1p-20);
-        margin = total > double(std::numeric_limits<T>::max()) ? std::numeric_limits<T>::infinity()
-                                                               : static_cast<T>(total);
+        if (prepared.on_codes) {
+          const double e = s.codec->dot_codes_error(q.row(r).data(), prepared,
+                                                    std::sqrt(double(s.max_sq_norm)));
+          const double total =
+              double(margin) + (s.metric == Metric::l2 ? 4 : 2) * e * (1 + 0x1p-20);
+          margin = total > double(std::numeric_limits<T>::max())
+                       ? std::numeric_limits<T>::infinity()
+                       : static_cast<T>(total);
+        }
       }
       tops.emplace_back(heap_k, margin);
     }
