@@ -78,7 +78,8 @@ TEST_CASE_TEMPLATE("Codec: round trip within the storage's bound", T, float, dou
     }
   }
   CHECK(Codec<T>(10, Storage::float16).code_size() == 20);
-  CHECK(Codec<T>(10, Storage::int8).code_size() == 10);
+  CHECK(Codec<T>(10, Storage::int8).code_size() == 11);  // + dim / 8 refinement bytes
+  CHECK(Codec<T>(384, Storage::int8).code_size() == 432);
   CHECK_FALSE(Codec<T>(10, Storage::int8).is_trained());
   CHECK_THROWS_AS(Codec<T>(10, static_cast<Storage>(9)), std::invalid_argument);
 }
@@ -116,7 +117,10 @@ TEST_CASE_TEMPLATE("Compressed FlatIndex: exact over the decoded rows, recall fl
           for (Eigen::Index j = 0; j < 10; ++j) CHECK(alone.ids(0, j) == ref[std::size_t(j)].id);
       }
       const double ratio = double(index.memory_bytes()) / double(exact.memory_bytes());
-      if (std::is_same_v<T, float>) CHECK(ratio <= (s == Storage::int8 ? 0.30 : 0.55));
+      // Per row: int8 dim + dim/8 code bytes + 13 (id, tag, norm) against 4·dim + 13: 0.305 at
+      // dim 96, plus the rotation's dim² floats (1.5 % of 6000 rows here). The issue's ≤ 0.30
+      // is at dim 384 and 784 with 200k and 60k rows: bench_storage.
+      if (std::is_same_v<T, float>) CHECK(ratio <= (s == Storage::int8 ? 0.33 : 0.55));
     }
   }
 }
@@ -155,7 +159,8 @@ TEST_CASE("Compressed IvfIndex: recall within 0.01 of IVF-Flat at the same nprob
       CHECK(loaded.by_residual() == ivf.by_residual());
       CHECK(loaded.search(q, 10, {.nprobe = 8}).ids == h.ids);
       CHECK(mapped.search(q, 10, {.nprobe = 8}).ids == h.ids);
-      if (s == Storage::int8) CHECK(double(ivf.memory_bytes()) <= 0.32 * double(flat_ivf.memory_bytes()));
+      // dim 64: (64 + 8 + 13) / (256 + 13) = 0.316 per row (0.32 is the issue's target at dim 384)
+      if (s == Storage::int8) CHECK(double(ivf.memory_bytes()) <= 0.34 * double(flat_ivf.memory_bytes()));
     }
   }
 }
@@ -207,11 +212,16 @@ TEST_CASE("Codec::dot_codes: within dot_codes_error of q·x̂ (x̂ as rows() dec
   const std::size_t d = 130;
   std::mt19937_64 rng(5);
   std::normal_distribution<double> g(0.0, 1.0);
-  for (int kind = 0; kind < 4; ++kind) {
-    Matrix<float> x(300, static_cast<Eigen::Index>(d));
+  for (int kind = 0; kind < 5; ++kind) {
+    // kind 4: low-rank rows, enough of them (≥ 4·dim) for the int8 code to rotate
+    Matrix<float> x(kind == 4 ? 700 : 300, static_cast<Eigen::Index>(d));
+    const Matrix<float> latent = test::random_matrix<float>(x.rows(), 6, 77);
+    const Matrix<float> mix = test::random_matrix<float>(6, x.cols(), 78);
     for (Eigen::Index i = 0; i < x.rows(); ++i)
       for (Eigen::Index j = 0; j < x.cols(); ++j)
-        x(i, j) = kind == 1 ? float(j == i % Eigen::Index(d)) : float(g(rng) + (j % 3 == 0 ? 40 : 0));
+        x(i, j) = kind == 1 ? float(j == i % Eigen::Index(d))
+                  : kind == 4 ? latent.row(i).dot(mix.col(j)) + float(0.01 * g(rng))
+                              : float(g(rng) + (j % 3 == 0 ? 40 : 0));
     if (kind == 2) x *= 1e18f;
     if (kind == 3) x *= 1e-18f;
     Vector<float> offset(static_cast<Eigen::Index>(d));
@@ -226,6 +236,7 @@ TEST_CASE("Codec::dot_codes: within dot_codes_error of q·x̂ (x̂ as rows() dec
         Matrix<float> r = x;
         if (off) r.rowwise() -= offset.transpose();
         codec.train(r.data(), std::size_t(r.rows()));
+        CHECK(codec.rotated() == (kind == 4 && s == Storage::int8));
         std::vector<std::uint8_t> codes(std::size_t(r.rows()) * codec.code_size());
         codec.encode(r.data(), std::size_t(r.rows()), codes.data());
         std::vector<float> scratch;
@@ -430,8 +441,180 @@ TEST_CASE("Compressed storage: bad input throws and changes nothing") {
   CHECK_THROWS_WITH_AS((void)FlatIndex<float>::parse(bytes), doctest::Contains("storage"), std::runtime_error);
   bytes = before;
   const float zero = 0;
-  std::memcpy(bytes.data() + 32 + 8 + 16, &zero, 4);  // vdiff[0]
+  std::memcpy(bytes.data() + 32 + 24 + 16, &zero, 4);  // vdiff[0] (after flag, count, rotation flag, vmin)
   const std::uint64_t sum2 = detail::checksum(bytes.data(), bytes.size() - 8);
   std::memcpy(bytes.data() + bytes.size() - 8, &sum2, 8);
   CHECK_THROWS_WITH_AS((void)FlatIndex<float>::parse(bytes), doctest::Contains("int8 range"), std::runtime_error);
+}
+
+namespace {
+
+// Embedding-like rows (as bench_storage's "embeddings"): a low intrinsic dimension (`latent`
+// directions), per-dimension offsets and spreads, small full-rank noise, around `clusters`
+// centres.
+Matrix<float> low_rank(Eigen::Index n, Eigen::Index d, Eigen::Index latent, Eigen::Index clusters,
+                       std::uint64_t seed) {
+  const Matrix<float> map = test::random_matrix<float>(latent, d, 901);
+  const Matrix<float> centres = test::random_matrix<float>(clusters, latent, 902, 2.f);
+  const Matrix<float> offset = test::random_matrix<float>(1, d, 903);
+  const Matrix<float> spread = test::random_matrix<float>(n, latent, seed, 0.5f);
+  const Matrix<float> noise = test::random_matrix<float>(n, d, seed + 1, 0.02f);
+  Matrix<float> x(n, d);
+  for (Eigen::Index i = 0; i < n; ++i)
+    x.row(i) = offset.row(0) + (centres.row(i % clusters) + spread.row(i)) * map + noise.row(i);
+  return x;
+}
+
+}  // namespace
+
+TEST_CASE("int8 code: rotated onto principal axes for low-rank data, plain where the grid is exact") {
+  const Eigen::Index d = 96;
+  const Matrix<float> x = low_rank(2000, d, 10, 20, 31);
+  Codec<float> codec(std::size_t(d), Storage::int8);
+  codec.train(x.data(), std::size_t(x.rows()));
+  REQUIRE(codec.rotated());
+  CHECK(codec.code_size() == std::size_t(d + d / 8));
+  std::vector<std::uint8_t> codes(std::size_t(x.rows()) * codec.code_size());
+  codec.encode(x.data(), std::size_t(x.rows()), codes.data());
+  // In code space every coordinate is within half a step of its range; the refined ones 255
+  // times closer.
+  Matrix<float> z(x.rows(), d), zhat(x.rows(), d), back(x.rows(), d);
+  codec.to_code_space(x.data(), std::size_t(x.rows()), z.data());
+  codec.decode_code_space(codes.data(), std::size_t(x.rows()), zhat.data());
+  codec.decode(codes.data(), std::size_t(x.rows()), back.data());
+  std::size_t refined = 0;
+  for (Eigen::Index j = 0; j < d; ++j) {
+    const double range = double(z.col(j).maxCoeff()) - double(z.col(j).minCoeff());
+    const double err = double((z.col(j) - zhat.col(j)).cwiseAbs().maxCoeff());
+    CHECK(err <= range / 510 * (1 + 1e-4) + 1e-5);  // + the two rotations' rounding
+    refined += err <= range / 510 / 100 + 1e-5;
+  }
+  CHECK(refined >= std::size_t(d / 8));
+  // Back in the caller's space the error is the code-space error (R is orthogonal).
+  for (Eigen::Index i = 0; i < x.rows(); ++i)
+    CHECK((x.row(i) - back.row(i)).norm() <= (z.row(i) - zhat.row(i)).norm() * (1 + 1e-3) + 1e-4 * x.row(i).norm());
+  // Queries: q·x̂ in the caller's space = (Rq)·ẑ in code space.
+  const Matrix<float> q = low_rank(5, d, 10, 20, 77);
+  Matrix<float> qz(5, d);
+  codec.to_code_space(q.data(), 5, qz.data());
+  for (Eigen::Index i = 0; i < 5; ++i)
+    for (Eigen::Index r = 0; r < 50; ++r)
+      CHECK(double(qz.row(i).dot(zhat.row(r))) ==
+            doctest::Approx(double(q.row(i).dot(back.row(r)))).epsilon(1e-4));
+
+  // Pixel-like integer data in [0, 255]: the plain grid reproduces it exactly, so no rotation.
+  Matrix<float> pixels(1000, d);
+  for (Eigen::Index i = 0; i < pixels.rows(); ++i)
+    for (Eigen::Index j = 0; j < d; ++j) pixels(i, j) = float((i * 37 + j * 11 + (i * j) % 7) % 256);
+  pixels.row(0).setConstant(0), pixels.row(1).setConstant(255);
+  Codec<float> plain(std::size_t(d), Storage::int8);
+  plain.train(pixels.data(), std::size_t(pixels.rows()));
+  CHECK_FALSE(plain.rotated());
+  std::vector<std::uint8_t> pc(std::size_t(pixels.rows()) * plain.code_size());
+  plain.encode(pixels.data(), std::size_t(pixels.rows()), pc.data());
+  Matrix<float> pb(pixels.rows(), d);
+  plain.decode(pc.data(), std::size_t(pixels.rows()), pb.data());
+  // refinement bytes of exact values decode to 0 within the grid's float rounding
+  CHECK((pb - pixels).cwiseAbs().maxCoeff() <= 255 * 0x1p-22f);
+
+  // Too few rows for the principal axes (n < 4·dim): plain.
+  Codec<float> few(std::size_t(d), Storage::int8);
+  few.train(x.data(), 300);
+  CHECK_FALSE(few.rotated());
+}
+
+TEST_CASE("int8 on low-rank embeddings: recall, exact over the decoded rows, files") {
+  const Eigen::Index d = 96;
+  const Matrix<float> x = low_rank(6000, d, 12, 60, 41);
+  const Matrix<float> q = low_rank(80, d, 12, 60, 43);
+  for (Metric metric : {Metric::cosine, Metric::l2, Metric::inner_product}) {
+    CAPTURE(std::string(to_string(metric)));
+    FlatIndex<float> exact(std::size_t(d), metric);
+    exact.add(x);
+    const Hits<float> truth = exact.search(q, 10);
+    FlatIndex<float> index(std::size_t(d), metric, Storage::int8);
+    index.add(x);
+    const Hits<float> batch = index.search(q, 10);
+    CHECK(recall(batch, truth) >= 0.99);
+    CHECK(double(index.memory_bytes()) <= 0.33 * double(exact.memory_bytes()));  // (see above)
+    // Exact over the stored rows: one query at a time (scored on the codes) = batch, and the
+    // scores are those of the decoded rows (rotated back: equal up to the rotation's rounding).
+    for (Eigen::Index i = 0; i < 8; ++i) {
+      const Matrix<float> one = q.row(i);
+      const Hits<float> alone = index.search(one, 10);
+      REQUIRE(alone.ids.row(0) == batch.ids.row(i));
+      Matrix<float> qn = one;
+      if (metric == Metric::cosine) normalize_rows(qn);
+      for (Eigen::Index j = 0; j < 10; ++j) {
+        const Vector<float> v = index.vector(std::size_t(alone.ids(0, j)));
+        const double want = metric == Metric::l2 ? double((qn.row(0).transpose() - v).squaredNorm())
+                                                 : double(qn.row(0).dot(v.transpose()));
+        CHECK(double(alone.scores(0, j)) == doctest::Approx(want).epsilon(1e-4).scale(1));
+      }
+    }
+    // Files keep the rotation: loaded and mapped copies answer identically.
+    const test::TempFile file("int8_rot.idx");
+    index.save(file.path);
+    const auto loaded = FlatIndex<float>::load(file.path);
+    const auto mapped = FlatIndex<float>::map(file.path, true);
+    CHECK(loaded.search(q, 10).ids == batch.ids);
+    CHECK(loaded.search(q, 10).scores == batch.scores);
+    CHECK(mapped.search(q, 10).ids == batch.ids);
+
+    // IVF-SQ8 (residual codes, rotated): within 0.01 of IVF-Flat at the same nprobe.
+    IvfIndex<float> flat_ivf(std::size_t(d), 32, metric);
+    flat_ivf.train(x);
+    flat_ivf.add(x);
+    IvfIndex<float> ivf(std::size_t(d), 32, metric, Storage::int8);
+    ivf.train(x);
+    ivf.add(x);
+    const Hits<float> h = ivf.search(q, 10, {.nprobe = 8});
+    CHECK(recall(h, truth) >= recall(flat_ivf.search(q, 10, {.nprobe = 8}), truth) - 0.01);
+    for (Eigen::Index i = 0; i < 4; ++i)
+      CHECK(ivf.search(q.row(i), 10, {.nprobe = 8}).ids.row(0) == h.ids.row(i));
+    const auto ivf_loaded = IvfIndex<float>::parse(ivf.serialize(), "ivf.idx");
+    CHECK(ivf_loaded.search(q, 10, {.nprobe = 8}).ids == h.ids);
+    // list_vector is in the caller's space: close to the (normalized) row it stores.
+    Matrix<float> xn = x;
+    if (metric == Metric::cosine) normalize_rows(xn);
+    for (std::size_t i = 0; i < std::min<std::size_t>(ivf.list_size(0), 5); ++i) {
+      const Index id = ivf.list_ids(0)[i];
+      CHECK((ivf.list_vector(0, i) - xn.row(Eigen::Index(id)).transpose()).norm() <=
+            2e-3 * (1 + xn.row(Eigen::Index(id)).norm()));
+    }
+  }
+}
+
+TEST_CASE("int8 files: a rotation that is not orthogonal, or a wrong refinement count, is rejected") {
+  const Eigen::Index d = 96;
+  const Matrix<float> x = low_rank(1000, d, 10, 20, 51);
+  FlatIndex<float> index(std::size_t(d), Metric::l2, Storage::int8);
+  index.add(x);
+  const std::vector<char> good = index.serialize();
+  REQUIRE_NOTHROW((void)FlatIndex<float>::parse(good));
+  auto forged = [&](std::size_t at, const void* v, std::size_t n) {
+    std::vector<char> b = good;
+    std::memcpy(b.data() + at, v, n);
+    const std::uint64_t sum = detail::checksum(b.data(), b.size() - 8);
+    std::memcpy(b.data() + b.size() - 8, &sum, 8);
+    return b;
+  };
+  // Layout after the 32-byte header: flag, refinement count, rotation flag, minima, ranges,
+  // refined coordinates, rotation.
+  const std::uint64_t flag = 2, count = 7, rot = 1;  // count: dim / 8 = 12 expected
+  std::uint64_t got = 0;
+  std::memcpy(&got, good.data() + 32, 8);
+  CHECK(got == flag);
+  std::memcpy(&got, good.data() + 48, 8);
+  REQUIRE(got == rot);
+  CHECK_THROWS_WITH_AS((void)FlatIndex<float>::parse(forged(40, &count, 8)),
+                       doctest::Contains("refinement count"), std::runtime_error);
+  const std::size_t coords = std::size_t(d + d / 8);
+  const std::size_t rotation_at = 56 + 8 * coords + 4 * std::size_t(d / 8);
+  const float two = 2.f;
+  CHECK_THROWS_WITH_AS((void)FlatIndex<float>::parse(forged(rotation_at, &two, 4)),
+                       doctest::Contains("orthogonal"), std::runtime_error);
+  const std::uint32_t big = 1000;
+  CHECK_THROWS_WITH_AS((void)FlatIndex<float>::parse(forged(56 + 8 * coords, &big, 4)),
+                       doctest::Contains("refined coordinates"), std::runtime_error);
 }

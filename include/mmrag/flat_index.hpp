@@ -258,6 +258,7 @@ class FlatIndex : public detail::FileBacked<FlatIndex<T>, T> {
     FlatIndex index(static_cast<std::size_t>(h.dim), h.metric,
                     detail::storage_from_code(h.storage, c.path()));
     if (h.version >= 2) index.codec_.read(c);
+    index.store_ = VectorStore<T>(index.codec_.code_size());  // as the file's codec has it
     index.store_.read_counted(c, index.codec_, "vectors", mode);
     index.stats_.include(index.store_);
     return index;

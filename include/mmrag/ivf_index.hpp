@@ -89,9 +89,11 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
         s.row(r) -= km.centroids.row(cell[static_cast<std::size_t>(r)]);
     }
     codec.train(s.data(), static_cast<std::size_t>(s.rows()));
+    Matrix<T> code_centroids = rotated_centroids(codec, km.centroids);
     codec_ = std::move(codec);  // nothing below throws
     centroids_.swap(km.centroids);
     centroid_sq_.swap(sq);
+    code_centroids_.swap(code_centroids);
   }
 
   [[nodiscard]] bool is_trained() const noexcept { return centroids_.rows() > 0; }
@@ -119,8 +121,9 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
     detail::RowEncoder<T> enc(codec_, metric_);
     for (std::size_t r = 0; r < n; ++r) {
       T sq;
-      const std::uint8_t* code = enc.encode(vectors.row(static_cast<Eigen::Index>(r)).data(), sq,
-                                            offset(static_cast<std::size_t>(cell[r])));
+      const auto l = static_cast<std::size_t>(cell[r]);
+      const std::uint8_t* code =
+          enc.encode(vectors.row(static_cast<Eigen::Index>(r)).data(), sq, input_offset(l), offset(l));
       lists_[static_cast<std::size_t>(cell[r])].push(
           code, sq, id_of[r], modalities.empty() ? Modality(0) : modalities[r]);
       stats_.max_sq_norm = std::max(stats_.max_sq_norm, sq);
@@ -145,7 +148,7 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
     return detail::run_search(
         setup(where), queries, k, params.filter,
         [&](const detail::QueryBlock<T>& qb, Eigen::Index, detail::Scanner<T>& scanner) {
-          const Eigen::Map<const Matrix<T>> q(qb.q, static_cast<Eigen::Index>(qb.nb),
+          const Eigen::Map<const Matrix<T>> q(qb.q_input, static_cast<Eigen::Index>(qb.nb),
                                               static_cast<Eigen::Index>(dim_));
           std::vector<Index> probes(qb.nb * nprobe);
           detail::nearest_centroids<T>(q, centroids_, centroid_sq_, metric_ != Metric::l2,
@@ -238,7 +241,8 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
   /// Ids stored in cell l, in storage order. Throws std::out_of_range.
   [[nodiscard]] std::span<const Index> list_ids(std::size_t l) const { return list(l).ids(); }
   /// Stored row i of cell l as searches score it (dim values; decoded, plus the centroid for
-  /// residual codes; normalized for cosine), as FAISS's reconstruct. Throws std::out_of_range.
+  /// residual codes; normalized for cosine; a rotated int8 code rotated back), as FAISS's
+  /// reconstruct. Throws std::out_of_range.
   [[nodiscard]] Vector<T> list_vector(std::size_t l, std::size_t i) const {
     const VectorStore<T>& s = list(l);
     if (i >= s.size())
@@ -247,7 +251,9 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
                               std::to_string(s.size()) + ")");
     std::vector<T> scratch;
     const T* row = codec_.rows(s.code(i), 1, scratch, offset(l));
-    return Eigen::Map<const Vector<T>>(row, static_cast<Eigen::Index>(dim_));
+    Vector<T> v(static_cast<Eigen::Index>(dim_));
+    codec_.from_code_space(row, 1, v.data());
+    return v;
   }
   /// Modality tags stored in cell l, in storage order. Throws std::out_of_range.
   [[nodiscard]] std::span<const Modality> list_modalities(std::size_t l) const {
@@ -256,7 +262,8 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
   /// Bytes the index holds: centroids, codes, ids, tags, norms, codec parameters.
   [[nodiscard]] std::size_t memory_bytes() const noexcept {
     std::size_t b = sizeof(*this) + codec_.memory_bytes() +
-                    sizeof(T) * static_cast<std::size_t>(centroids_.size() + centroid_sq_.size());
+                    sizeof(T) * static_cast<std::size_t>(centroids_.size() + centroid_sq_.size() +
+                                                          code_centroids_.size());
     for (const auto& l : lists_) b += sizeof(l) + l.memory_bytes();
     return b;
   }
@@ -328,6 +335,9 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
     if (h.version >= 2) {
       c.skip((8 - c.offset() % 8) % 8, "padding");
       index.codec_.read(c);
+      // A file's codec decides the code size (int8 written before the refinement bytes).
+      index.lists_.assign(static_cast<std::size_t>(nlist), VectorStore<T>(index.codec_.code_size()));
+      if (trained) index.code_centroids_ = rotated_centroids(index.codec_, index.centroids_);
     }
     std::uint64_t seen = 0;
     for (std::uint64_t l = 0; l < nlist; ++l) {
@@ -434,10 +444,24 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
     return cell;
   }
 
-  /// The vector cell l's codes are relative to, or null when codes are the rows.
+  /// The vector cell l's codes are relative to, in code space (where rows are decoded and
+  /// scored), or null when codes are the rows.
   [[nodiscard]] const T* offset(std::size_t l) const noexcept {
+    if (!residual_codes_ || !is_trained()) return nullptr;
+    const Matrix<T>& c = code_centroids_.rows() > 0 ? code_centroids_ : centroids_;
+    return c.row(static_cast<Eigen::Index>(l)).data();
+  }
+  /// The same in the caller's space (what add subtracts before encoding).
+  [[nodiscard]] const T* input_offset(std::size_t l) const noexcept {
     return residual_codes_ && is_trained() ? centroids_.row(static_cast<Eigen::Index>(l)).data()
                                            : nullptr;
+  }
+  /// The centroids in a rotated codec's code space, else empty (offsets are the centroids).
+  static Matrix<T> rotated_centroids(const Codec<T>& codec, const Matrix<T>& centroids) {
+    if (!codec.rotated()) return {};
+    Matrix<T> out(centroids.rows(), centroids.cols());
+    codec.to_code_space(centroids.data(), static_cast<std::size_t>(centroids.rows()), out.data());
+    return out;
   }
 
   std::size_t dim_, nlist_;
@@ -445,6 +469,7 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
   Codec<T> codec_;
   bool residual_codes_ = codec_.storage() == Storage::int8;
   Matrix<T> centroids_;  // nlist × dim once trained, else 0 × 0
+  Matrix<T> code_centroids_;  // centroids in code space when the codec is rotated, else 0 × 0
   Vector<T> centroid_sq_;
   std::vector<VectorStore<T>> lists_;
   std::size_t size_ = 0;

@@ -22,7 +22,7 @@
 /// normalized; candidates chosen with the l2 tables, which rank unit rows as cosine does with a
 /// smaller PQ error, then rescored by inner product).
 ///
-/// Memory per row: m·nbits/8 code bytes + refine code (dim bytes for int8, 4·dim for float32) +
+/// Memory per row: m·nbits/8 code bytes + refine code (dim + dim/8 bytes for int8, 4·dim for float32) +
 /// 8 (id) + 1 (tag) + sizeof(T) (squared norm), plus nlist·dim + m·2^nbits·dsub scalars.
 ///
 /// Thread safety: `search` is const and keeps no state: any number of threads may search one
@@ -184,8 +184,9 @@ class IvfPqIndex : public detail::FileBacked<IvfPqIndex<T>, T> {
       T sq = T(0);
       if (refine_) {
         refine_->encode(row, 1, refine_code.data());
-        refine_->decode(refine_code.data(), 1, scratch_row.data());
-        sq = detail::dot_kernel<T>(scratch_row.data(), scratch_row.data(), dim_);
+        // the norm of the row as rescoring sees it (in the codec's code space)
+        const T* stored = refine_->rows(refine_code.data(), 1, scratch_row);
+        sq = detail::dot_kernel<T>(stored, stored, dim_);
       }
       append_code(L, L.rows.size(), codes.data() + r * m_);
       L.rows.push(refine_code.data(), sq, id_of[r],
@@ -340,6 +341,7 @@ class IvfPqIndex : public detail::FileBacked<IvfPqIndex<T>, T> {
 
   struct Scratch {
     std::vector<T> q, qr, row;
+    std::vector<T> q_code;  // q in the refine codec's code space (a rotated int8 code)
     std::vector<Index> probes;
     std::vector<T> probe_keys;
     std::vector<float> lut;
@@ -575,6 +577,12 @@ class IvfPqIndex : public detail::FileBacked<IvfPqIndex<T>, T> {
     s.row.resize(dim_);
     s.code.resize(m_);
     std::vector<T>& dec = s.qr;  // reused as decode scratch
+    const T* q_rescore = s.q.data();
+    if (refine_ && refine_->rotated()) {
+      s.q_code.resize(dim_);
+      refine_->to_code_space(s.q.data(), 1, s.q_code.data());
+      q_rescore = s.q_code.data();
+    }
     // The refine rows are cold (one per candidate, anywhere in the index): fetch a few
     // candidates ahead.
     constexpr std::size_t kAhead = 4;
@@ -599,7 +607,7 @@ class IvfPqIndex : public detail::FileBacked<IvfPqIndex<T>, T> {
         }
         row = s.row.data();
       }
-      const double score = detail::exact_score<T>(s.q.data(), row, dim_, l2);
+      const double score = detail::exact_score<T>(refine_ ? q_rescore : s.q.data(), row, dim_, l2);
       s.final_.emplace_back(l2 ? score : -score, c.id);
     }
     const std::size_t kept = std::min(k, s.final_.size());
@@ -686,6 +694,8 @@ class IvfPqIndex : public detail::FileBacked<IvfPqIndex<T>, T> {
       index.refine_->read(c);  // int8's ranges
       if (trained && !index.refine_->is_trained())
         detail::fail(path, c.offset(), "a trained index needs the refine codec's parameters");
+      for (List& L : index.lists_)  // the file's codec decides the code size
+        L.rows = VectorStore<T>(index.refine_->code_size());
     }
     if (trained) {
       index.centroids_.resize(static_cast<Eigen::Index>(nlist), static_cast<Eigen::Index>(dim));

@@ -336,15 +336,18 @@ class RowEncoder {
 
   /// Encodes row x (dim values); the result stays valid until the next call. With an
   /// `offset` (an IVF cell's centroid) the code is of the residual x − offset, and sq_norm is
-  /// that of the stored row as searches decode it: fl(offset + decoded residual).
-  const std::uint8_t* encode(const T* x, T& sq_norm, const T* offset = nullptr) {
+  /// that of the stored row as searches decode it: fl(code_offset + decoded residual), with
+  /// `code_offset` the same centroid in the codec's code space (Codec::to_code_space).
+  const std::uint8_t* encode(const T* x, T& sq_norm, const T* offset = nullptr,
+                             const T* code_offset = nullptr) {
+    if (!code_offset) code_offset = offset;
     const std::size_t d = codec_.dim();
     std::copy(x, x + d, row_.begin());
     if (metric_ == Metric::cosine) normalize_row(row_.data(), d);
     if (offset)
       for (std::size_t j = 0; j < d; ++j) row_[j] -= offset[j];
     codec_.encode(row_.data(), 1, code_.data());
-    const T* stored = codec_.rows(code_.data(), 1, decoded_, offset);  // as searches decode it
+    const T* stored = codec_.rows(code_.data(), 1, decoded_, code_offset);  // as searches see it
     sq_norm = dot_kernel<T>(stored, stored, d);
     return code_.data();
   }

@@ -102,7 +102,8 @@ struct SearchSetup {
 /// Prepared queries of one block and their heaps.
 template <class T>
 struct QueryBlock {
-  const T* q = nullptr;       ///< nb × dim, row-major, normalized for cosine
+  const T* q = nullptr;       ///< nb × dim, row-major, normalized for cosine, in code space
+  const T* q_input = nullptr; ///< the same queries in the caller's space (what centroids are in)
   const T* sq = nullptr;      ///< nb squared norms
   TopK<T>* tops = nullptr;    ///< nb heaps
   std::size_t nb = 0;
@@ -316,8 +317,15 @@ template <class T, class Plan>
     throw std::invalid_argument(std::string(s.where) + ": k = " + std::to_string(k) +
                                 " is too large: the result cannot be allocated");
   }
-  Matrix<T> q = queries;
-  if (s.metric == Metric::cosine) normalize_rows(q);
+  Matrix<T> q_input = queries;
+  if (s.metric == Metric::cosine) normalize_rows(q_input);
+  // Scans and rescoring work in the codec's code space (a rotation for some int8 codes).
+  Matrix<T> q_rotated;
+  if (s.codec->rotated()) {
+    q_rotated.resize(nq, queries.cols());
+    s.codec->to_code_space(q_input.data(), static_cast<std::size_t>(nq), q_rotated.data());
+  }
+  const Matrix<T>& q = s.codec->rotated() ? q_rotated : q_input;
   const Vector<T> q_sq = q.rowwise().squaredNorm();
   const bool higher = higher_is_better(s.metric);
   const T pad = higher ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
@@ -351,7 +359,8 @@ template <class T, class Plan>
       }
       tops.emplace_back(heap_k, margin);
     }
-    const QueryBlock<T> qb{q.row(first_q).data(), q_sq.data() + first_q, tops.data(), nb};
+    const QueryBlock<T> qb{q.row(first_q).data(), q_input.row(first_q).data(),
+                           q_sq.data() + first_q, tops.data(), nb};
     Scanner<T> scanner(*s.codec, s.metric, filter);
     plan(qb, first_q, scanner);
 
