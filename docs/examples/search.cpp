@@ -40,7 +40,7 @@ int main() {
   std::filesystem::remove(path);
 
   // [snippet:ivf_pq]
-  // 32 dims as 16 sub-vectors of 4-bit codes: 8 bytes per row, plus an int8 copy (32 bytes)
+  // 32 dims as 16 sub-vectors of 4-bit codes: 8 bytes per row, plus an int8 copy (36 bytes)
   // that rescores the k × k_factor best candidates exactly.
   IvfPqIndex<float> pq(32, /*nlist=*/128, Metric::l2, {.m = 16, .nbits = 4});
   pq.train(data);

@@ -9,7 +9,7 @@
 /// The compressed kinds store fewer bytes per value; search is then exact *on the decoded
 /// rows* (the codes are the data), which approximate the added vectors within the format's
 /// rounding: float16 2^-11 relative, bfloat16 2^-8 relative, int8 (max - min) / 510 per
-/// coordinate, / 130 050 for the coordinates with a refinement byte.
+/// coordinate, / 129 540 (510 · 254) for the coordinates with a refinement byte.
 ///
 /// Code space: int8 may store rows rotated (z = R·x, R orthogonal: detail/sq8_code.hpp). Then
 /// `rows`, `dot_codes` and the stored squared norms are in the rotated space, and searches
@@ -66,7 +66,7 @@ enum class Storage : std::uint32_t { float32 = 0, float16 = 1, bfloat16 = 2, int
 /// - int8: SQ8 with per-dimension [min, max] trained on data (FAISS QT_8bit, RS_minmax); a
 ///   value decodes to the nearest of 256 grid points, values outside the trained range clamp.
 ///   dim / 8 more bytes refine the coordinates that contribute most to the score error (their
-///   error drops 255-fold), and when the training rows' principal axes quantize with a
+///   error drops 254-fold), and when the training rows' principal axes quantize with a
 ///   clearly smaller error (learned embeddings: variance in a few tens of directions) the
 ///   rows are stored rotated onto those axes (detail/sq8_code.hpp has the rule and sources).
 ///   Needs `train` (the indexes train it on their first data; see their docs).
@@ -156,7 +156,8 @@ class Codec {
         break;
       default:
         if (rotated()) {
-          std::vector<float> z(n * dim_);
+          thread_local std::vector<float> z;  // per thread, reused: adds encode row by row
+          z.resize(n * dim_);
           detail::sq8_rotate(sq8_.rotation, f, n, dim_, z.data());
           detail::encode_sq8_code(sq8_, z.data(), n, codes);
         } else {

@@ -24,6 +24,21 @@ int main(int argc, char** argv) {
   mmrag::FlatIndex<float> flat(3, mmrag::Metric::l2);
   flat.add(x);
   flat.save(root / "ivf" / "flat.idx");
+  // int8 codes: plain (3 dims) and rotated with refinement bytes (16 dims of rank 3).
+  mmrag::FlatIndex<float> sq8(3, mmrag::Metric::l2, mmrag::Storage::int8);
+  sq8.add(x);
+  sq8.save(root / "ivf" / "flat_int8.idx");
+  mmrag::Matrix<float> wide(80, 16);
+  for (Eigen::Index i = 0; i < wide.rows(); ++i)
+    for (Eigen::Index j = 0; j < wide.cols(); ++j)
+      wide(i, j) = x(i % 12, j % 3) * float(1 + j) + 0.01f * float((i * 13 + j * 5) % 7);
+  mmrag::FlatIndex<float> rotated(16, mmrag::Metric::cosine, mmrag::Storage::int8);
+  rotated.add(wide);
+  rotated.save(root / "ivf" / "flat_int8_rotated.idx");
+  mmrag::IvfIndex<float> ivf8(16, 2, mmrag::Metric::l2, mmrag::Storage::int8);
+  ivf8.train(wide);
+  ivf8.add(wide.topRows(20));
+  ivf8.save(root / "ivf" / "ivf_int8.ivf");
   mmrag::IvfIndex<double> d(3, 2, mmrag::Metric::inner_product);
   d.save(root / "ivf" / "double_untrained.ivf");
   mmrag::io::write_npy(root / "npy" / "f4.npy", x);
