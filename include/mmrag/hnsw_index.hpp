@@ -14,7 +14,8 @@
 /// - search (Algorithms 2 and 5): greedy descent, then a beam of width ef at level 0.
 ///
 /// Layout: every node is one 64-byte-aligned block holding its level-0 links (count + 2·M
-/// slots, padded to whole cache lines) and then its vector, so the prefetch issued before a
+/// slots, padded to whole cache lines) and then its vector (compressed storage: the squared
+/// norm of its decoded row, then its code), so the prefetch issued before a
 /// node is scored also brings in the links needed when it is expanded; the rare upper-level
 /// links live in a separate pool. Large graphs sit on transparent huge pages (Linux). Neighbours
 /// are scored four at a time (four independent memory streams) while the next four are prefetched.
@@ -53,9 +54,22 @@
 /// (OMP_NUM_THREADS=1 or no -fopenmp) the graph is a deterministic function of the seed and the
 /// sequence of calls.
 ///
-/// Storage: vectors are stored as T (Storage::float32). The other storages of codecs.hpp are
-/// rejected until their codecs exist; they will plug into the node block (codes in place of the
-/// vector) with float32 rescoring of the final candidates.
+/// Storage (codecs.hpp; FAISS's IndexHNSWSQ): Storage::float32 keeps each vector as T in its
+/// node block. Storage::float16, bfloat16 and int8 keep the codec's code there instead
+/// (Codec::code_size() bytes: 2·dim, 2·dim, dim + dim/8) plus one T, the squared norm of the
+/// decoded row, so a node costs links + code + sizeof(T) bytes, rounded up to whole 64-byte
+/// lines (dim = 128, M = 16: 704 bytes at float32, 512 at float16 / bfloat16, 384 at int8).
+/// int8 is trained on the rows of the first add to an empty index (normalized for cosine), or
+/// by `train`. The traversal (build and search) scores in the codec's code space (int8 may
+/// store rows rotated): a query or an inserted row is normalized for cosine and mapped there
+/// once (Codec::to_code_space) and scored on the codes (Codec::dot_codes: inner products;
+/// squared L2 as ‖q‖² + ‖x̂‖² − 2 q·x̂ with the stored norm; decoded rows when the codec does
+/// not score codes, as for HnswIndex<double>); the selection heuristic compares decoded rows.
+/// The final candidates (the ef the beam found, or the exact scan's k) are rescored exactly
+/// against their decoded rows (products and sums in double, as the flat indexes' rescoring), so
+/// returned scores are exact scores of the decoded rows, ties to the smaller id. Recall against
+/// the float32 vectors then differs from float32 storage only by the codes' rounding (see the
+/// tests for measured figures).
 
 #include "mmrag/detail/intrinsics.hpp"  // first: silences GCC 12's own intrinsics header
 
@@ -69,6 +83,7 @@
 #include <limits>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -80,6 +95,7 @@
 #include "mmrag/codecs.hpp"
 #include "mmrag/config.hpp"
 #include "mmrag/detail/bytes.hpp"
+#include "mmrag/detail/exact.hpp"
 #include "mmrag/detail/hnsw_kernels.hpp"
 #include "mmrag/detail/persist.hpp"
 #include "mmrag/detail/simd.hpp"
@@ -117,12 +133,12 @@ class HnswIndex {
  public:
   using Scalar = T;
 
-  /// An empty graph of `dim`-dimensional vectors. Throws std::invalid_argument when dim = 0,
-  /// M < 2, M > 65536, ef_construction = 0, or for a storage other than float32 (not available
-  /// in this version).
+  /// An empty graph of `dim`-dimensional vectors stored as `storage` (see the file comment).
+  /// Throws std::invalid_argument when dim = 0, M < 2, M > 65536, ef_construction = 0, or for
+  /// an unknown metric or storage.
   HnswIndex(std::size_t dim, Metric metric, HnswParams params = {},
             Storage storage = Storage::float32)
-      : dim_(dim), metric_(metric), params_(std::move(params)), storage_(storage) {
+      : dim_(dim), metric_(metric), params_(std::move(params)), codec_(dim, storage) {
     constexpr const char* where = "mmrag::HnswIndex";
     if (dim == 0) throw std::invalid_argument(std::string(where) + ": dim must be > 0, got 0");
     if (dim > (std::size_t(1) << 28))
@@ -135,9 +151,6 @@ class HnswIndex {
       throw std::invalid_argument(std::string(where) + ": ef_construction must be > 0, got 0");
     if (metric != Metric::l2 && metric != Metric::inner_product && metric != Metric::cosine)
       throw std::invalid_argument(std::string(where) + ": unknown metric");
-    if (storage != Storage::float32)
-      throw std::invalid_argument(std::string(where) + ": storage " + to_string(storage) +
-                                  " is not available in this version (use Storage::float32)");
     layout();
   }
 
@@ -145,7 +158,8 @@ class HnswIndex {
   /// ids continuing after the largest id ever added (0, 1, ... in a new index; as the vector
   /// store's IdSequence, so a removed id is never handed out again). `modalities`: one tag (<= 63)
   /// per row, or empty for 0. Slots freed by `remove_ids` are reused first. Runs in parallel
-  /// with OpenMP; calls `params.progress`. Throws std::invalid_argument on a wrong column count,
+  /// with OpenMP; calls `params.progress`. int8 storage not yet trained is trained on these
+  /// rows (normalized for cosine) first. Throws std::invalid_argument on a wrong column count,
   /// NaN/Inf, a negative id, or ids / modalities whose count differs from the rows; the index is
   /// then unchanged (strong guarantee: every allocation happens before the first change).
   void add(const Eigen::Ref<const Matrix<T>>& vectors, std::span<const Index> ids = {},
@@ -188,6 +202,13 @@ class HnswIndex {
     grow(upper_off_, total);
     grow(upper_pool_, upper_pool_.size() + pool_extra);
     std::vector<std::atomic<std::uint8_t>> locks(total);
+    // Compressed storage: the codec (trained aside on a first add), and every row's code, the
+    // squared norm of its decoded row and the row the insertion searches with (normalized for
+    // cosine, in code space), all computed before the commit.
+    std::optional<Codec<T>> trained;
+    if (!codec_.is_trained()) train_codec(trained.emplace(codec_), vectors);
+    Encoded encoded;
+    if (!codec_.is_identity()) encoded = encode_rows(trained ? *trained : codec_, vectors);
 
     // ---- no throw below ----
     blocks_.resize(total * lines_per_node_);
@@ -196,13 +217,20 @@ class HnswIndex {
     level_.resize(total, 0);
     upper_off_.resize(total, 0);
     free_.assign(free_sorted.begin(), free_sorted.end());  // still descending: back() smallest
+    if (trained) codec_ = std::move(*trained);
     const Index first_id = max_id_ + 1;
+    const std::size_t cs = codec_.code_size();
     for (std::size_t r = 0; r < n; ++r) {
       const std::uint32_t s = slot[r];
-      T* v = vec(s);
-      const T* src = vectors.row(static_cast<Eigen::Index>(r)).data();
-      std::copy(src, src + dim_, v);
-      if (metric_ == Metric::cosine) normalize(v);
+      if (codec_.is_identity()) {
+        T* v = vec(s);
+        const T* src = vectors.row(static_cast<Eigen::Index>(r)).data();
+        std::copy(src, src + dim_, v);
+        if (metric_ == Metric::cosine) normalize(v);
+      } else {
+        std::memcpy(code(s), encoded.codes.data() + r * cs, cs);
+        set_sq_norm(s, encoded.sq_norms[r]);
+      }
       std::uint32_t* l0 = links(s, 0);
       l0[0] = 0;
       if (level[r] > level_[s]) {  // a new slot (capacity 0) or a free slot too small
@@ -219,12 +247,35 @@ class HnswIndex {
     }
     inserted_ += n;
     live_ += n;
-    build(slot, locks);
+    build(slot, locks, encoded.probes.empty() ? nullptr : encoded.probes.data());
     // Items the build left with no way in (heuristic pruning: about 1 in 1 000 at M = 8, none
     // measured at M = 16) are linked back. A whole pass over the links, so only after adds of
     // at least 1/64 of the index (amortized: 64·2M link reads per inserted item).
     if (n * 64 >= live_) link_back_orphans();
   }
+
+  /// Trains the storage's codec on `sample` (n × dim; only int8 storage needs it: its
+  /// per-dimension ranges, refined coordinates and rotation, learned from the rows normalized
+  /// for cosine). Without it, the first `add` trains on its own rows; values added later
+  /// outside the trained ranges are clamped. Throws std::invalid_argument on a wrong column
+  /// count, NaN/Inf or an empty sample, or when the index holds items; the index is then
+  /// unchanged.
+  void train(const Eigen::Ref<const Matrix<T>>& sample) {
+    constexpr const char* where = "mmrag::HnswIndex::train";
+    detail::check_dim(where, "sample", sample.cols(), dim_);
+    detail::check_finite_rows(where, "sample", sample);
+    if (live_ > 0)
+      throw std::invalid_argument(std::string(where) + ": the index already holds " +
+                                  std::to_string(live_) + " items");
+    if (sample.rows() == 0) throw std::invalid_argument(std::string(where) + ": sample is empty");
+    Codec<T> codec = codec_;
+    train_codec(codec, sample);
+    codec_ = std::move(codec);
+  }
+
+  /// True when items can be added without training (always, except int8 storage before its
+  /// first `train` or `add`).
+  [[nodiscard]] bool is_trained() const noexcept { return codec_.is_trained(); }
 
   /// The k best stored items for each query. queries: nq × dim. Returns nq × k ids and scores,
   /// best first (ties to the smaller id), padded with id -1 and score -inf (similarity) or +inf
@@ -298,8 +349,9 @@ class HnswIndex {
     std::vector<std::uint32_t> free_next(free_);
     free_next.reserve(free_.size() + removed);
     const auto np = static_cast<long long>(patches.size());
-    detail::parallel_for<long long>(0, np, np > 64, 16,
-                                    [&](long long i) { repair(patches[static_cast<std::size_t>(i)], doomed); });
+    detail::parallel_for<long long>(0, np, np > 64, 16, [&](long long i) {
+      repair(patches[static_cast<std::size_t>(i)], doomed);
+    });
     adopt_orphans(patches, doomed.data());
 
     // ---- commit (no throw below) ----
@@ -330,33 +382,37 @@ class HnswIndex {
   [[nodiscard]] std::size_t size() const noexcept { return live_; }
   [[nodiscard]] std::size_t dim() const noexcept { return dim_; }
   [[nodiscard]] Metric metric() const noexcept { return metric_; }
-  [[nodiscard]] Storage storage() const noexcept { return storage_; }
+  [[nodiscard]] Storage storage() const noexcept { return codec_.storage(); }
   [[nodiscard]] const HnswParams& params() const noexcept { return params_; }
   /// The highest level of the graph (0 when empty).
   [[nodiscard]] std::size_t max_level() const noexcept { return max_level_; }
 
-  /// Bytes the index holds: node blocks (vectors and level-0 links), ids, modality tags,
-  /// levels, upper-level links and the free list (allocated capacity). The per-thread search
-  /// scratch (2 bytes per node per searching thread) is not counted.
+  /// Bytes the index holds: node blocks (vectors or codes and norms, and level-0 links), ids,
+  /// modality tags, levels, upper-level links, the free list (allocated capacity) and the codec's
+  /// parameters. The per-thread search scratch (2 bytes per node per searching thread) is not
+  /// counted.
   [[nodiscard]] std::size_t memory_bytes() const noexcept {
     return detail::HugePageAllocator<CacheLine>::reserved_bytes(blocks_.capacity()) +
-           ids_.capacity() * sizeof(Index) + modality_.capacity() + level_.capacity() +
-           upper_off_.capacity() * sizeof(std::uint32_t) +
+           codec_.memory_bytes() + ids_.capacity() * sizeof(Index) + modality_.capacity() +
+           level_.capacity() + upper_off_.capacity() * sizeof(std::uint32_t) +
            upper_pool_.capacity() * sizeof(std::uint32_t) +
            free_.capacity() * sizeof(std::uint32_t) + sizeof(*this);
   }
 
   // ---- persistence --------------------------------------------------------------------------
   //
-  // File format, version 1, little-endian (removed slots are compacted away on write):
+  // File format, version 2, little-endian (removed slots are compacted away on write):
   //   "MMRAGHNS"  u32 version  u32 scalar (1 = float32, 2 = float64)  u32 metric  u32 storage
   //   u64 dim  u64 M  u64 ef_construction  u64 seed  u64 insertions so far
   //   i64 largest id ever added (-1 for none)
   //   u64 count  u64 entry (node number; 2^64-1 when count = 0)  u64 max level
-  //   count × i64 ids, count × u8 modality, count × u8 level, count × dim scalars
+  //   the codec's parameters (Codec::write: u64 flag 0, or 2 and an int8 code; 8-byte padded)
+  //   count × i64 ids, count × u8 modality, count × u8 level,
+  //   count × code_size code bytes (float32 storage: dim scalars; norms are recomputed on load)
   //   level 0:      count × (u32 n, 2M × u32 links)   (n <= 2M, each link < count)
   //   levels >= 1:  for each node, for each of its levels: (u32 n, M × u32 links)
   //   u64 checksum: FNV-1a (64-bit words) over every byte before it.
+  // Version 1 (float32 storage only) had no codec parameters; it still loads.
 
   /// Writes the index to `path`. Throws std::runtime_error when the file cannot be written.
   void save(const std::filesystem::path& path) const { detail::write_all(path, serialize()); }
@@ -375,12 +431,13 @@ class HnswIndex {
     std::uint32_t count = 0;
     for (std::size_t s = 0; s < slots(); ++s)
       if (ids_[s] >= 0) number[s] = count++;
-    detail::write_header<T>(out, kMagic, kVersion, metric_, static_cast<std::uint32_t>(storage_));
+    detail::write_header<T>(out, kMagic, kVersion, metric_, static_cast<std::uint32_t>(storage()));
     for (std::uint64_t v :
          {std::uint64_t(dim_), std::uint64_t(params_.M), std::uint64_t(params_.ef_construction),
           params_.seed, inserted_, static_cast<std::uint64_t>(max_id_), std::uint64_t(count),
           count ? std::uint64_t(number[entry_]) : ~std::uint64_t(0), std::uint64_t(max_level_)})
       detail::append(out, v);
+    codec_.write(out);
     auto each_live = [&](auto&& f) {
       for (std::size_t s = 0; s < slots(); ++s)
         if (ids_[s] >= 0) f(static_cast<std::uint32_t>(s));
@@ -388,7 +445,7 @@ class HnswIndex {
     each_live([&](std::uint32_t s) { detail::append(out, ids_[s]); });
     each_live([&](std::uint32_t s) { detail::append(out, modality_[s]); });
     each_live([&](std::uint32_t s) { detail::append(out, level_[s]); });
-    each_live([&](std::uint32_t s) { detail::append_raw(out, vec(s), sizeof(T) * dim_); });
+    each_live([&](std::uint32_t s) { detail::append_raw(out, code(s), codec_.code_size()); });
     auto write_links = [&](std::uint32_t s, std::size_t l) {
       const std::uint32_t* ls = links(s, l);
       std::vector<std::uint32_t> buf(1 + max_links(l), 0);
@@ -413,10 +470,8 @@ class HnswIndex {
         detail::read_header<T>(c, bytes, kMagic, kVersion, "HnswIndex");
     const Metric metric = header.metric;
     const Storage storage = detail::storage_from_code(header.storage, path);
-    if (storage != Storage::float32)
-      detail::fail(
-          path, 20,
-          std::string("storage ") + to_string(storage) + " is not available in this version");
+    if (header.version < 2 && storage != Storage::float32)
+      detail::fail(path, 20, std::string("storage ") + to_string(storage) + " in a version-1 file");
     const std::uint64_t at = c.offset();
     const auto dim = c.get<std::uint64_t>("dim");
     const auto M = c.get<std::uint64_t>("M");
@@ -432,10 +487,6 @@ class HnswIndex {
     if (M < 2 || M > 65536) detail::fail(path, at + 8, "M " + std::to_string(M) + " out of range");
     if (efc == 0 || efc > (std::uint64_t(1) << 32))
       detail::fail(path, at + 16, "ef_construction out of range");
-    // Each node takes at least its id, tag, level, vector and level-0 list: bounds count.
-    const std::uint64_t node_bytes = 8 + 1 + 1 + sizeof(T) * dim + 4 * (1 + 2 * M);
-    if (count > c.left() / node_bytes || count >= kMaxSlots || inserted < count)
-      detail::fail(path, at + 48, "count " + std::to_string(count) + " does not fit the file");
     if (count == 0 ? (entry != ~std::uint64_t(0) || max_level != 0)
                    : (entry >= count || max_level > kMaxLevel))
       detail::fail(path, at + 56, "bad entry point or max level");
@@ -444,7 +495,25 @@ class HnswIndex {
     HnswIndex index(static_cast<std::size_t>(dim), metric,
                     HnswParams{.M = static_cast<std::size_t>(M),
                                .ef_construction = static_cast<std::size_t>(efc),
-                               .seed = seed});
+                               .seed = seed},
+                    storage);
+    if (header.version >= 2) {
+      const std::uint64_t codec_at = c.offset();
+      const std::size_t expect = index.codec_.code_size();
+      index.codec_.read(c);
+      // HnswIndex writes only codes with refinement bytes (flag 2 with dim / 8 of them), and
+      // int8 codes need their parameters.
+      if (index.codec_.code_size() != expect)
+        detail::fail(path, codec_at, "int8 code without the refinement bytes this index writes");
+      if (!index.codec_.is_trained() && count > 0)
+        detail::fail(path, codec_at, "int8 codes without the codec's parameters");
+      index.layout();  // node blocks sized by the codec as read
+    }
+    const std::size_t cs = index.codec_.code_size();
+    // Each node takes at least its id, tag, level, code and level-0 list: bounds count.
+    const std::uint64_t node_bytes = 8 + 1 + 1 + cs + 4 * (1 + 2 * M);
+    if (count > c.left() / node_bytes || count >= kMaxSlots || inserted < count)
+      detail::fail(path, at + 48, "count " + std::to_string(count) + " does not fit the file");
     const auto n = static_cast<std::size_t>(count);
     index.inserted_ = inserted;
     index.ids_.resize(n);
@@ -472,11 +541,15 @@ class HnswIndex {
     if (n > 0 && (top != max_level || index.level_[entry] != max_level))
       detail::fail(path, level_at, "the entry point is not on the top level");
     const std::uint64_t vec_at = c.offset();
+    std::vector<T> buf;
     for (std::size_t s = 0; s < n; ++s) {
-      T* v = index.vec(static_cast<std::uint32_t>(s));
-      c.copy_to(v, sizeof(T) * dim, "vectors");
+      const auto v = static_cast<std::uint32_t>(s);
+      c.copy_to(index.code(v), cs, "vectors");
+      const T* row = index.row_of(v, buf);  // the row as searches see it (code space)
       for (std::size_t j = 0; j < dim; ++j)
-        if (!std::isfinite(v[j])) detail::fail(path, vec_at, "vectors hold NaN or Inf");
+        if (!std::isfinite(row[j])) detail::fail(path, vec_at, "vectors hold NaN or Inf");
+      if (!index.codec_.is_identity())
+        index.set_sq_norm(v, index.decoded_sq_norm(index.codec_, index.code(v), buf));
     }
     auto read_links = [&](std::uint32_t* ls, std::size_t cap) {
       const std::uint64_t here = c.offset();
@@ -521,7 +594,7 @@ class HnswIndex {
     unsigned char bytes[64];
   };
   static constexpr char kMagic[9] = "MMRAGHNS";
-  static constexpr std::uint32_t kVersion = 1;
+  static constexpr std::uint32_t kVersion = 2;  // 2: codec parameters, codes
   static constexpr std::uint32_t kNone = ~std::uint32_t(0);
   static constexpr Index kFreeId = -1;
   static constexpr std::size_t kMaxSlots = (std::size_t(1) << 31) - 2;
@@ -542,7 +615,11 @@ class HnswIndex {
     std::vector<std::uint32_t> nbr;
     std::vector<T> fresh_d;
     std::vector<T> query;
-    std::vector<std::pair<T, Index>> found;
+    std::vector<T> query_code;                       // compressed storage: query in code space
+    typename Codec<T>::ScanQuery prepared;           // compressed storage: the query's scan state
+    std::vector<T> row_q, row_a, row_b;              // decoded rows (compressed storage)
+    std::vector<std::pair<T, std::uint32_t>> found;  // final candidates: (distance, slot)
+    std::vector<std::pair<double, Index>> ranked;    // their exact keys (compressed storage)
   };
   static Scratch& scratch() {
     thread_local Scratch s;
@@ -554,7 +631,8 @@ class HnswIndex {
   void layout() {
     const std::size_t line = sizeof(CacheLine);
     links_bytes_ = (4 * (1 + 2 * params_.M) + line - 1) / line * line;
-    const std::size_t bytes = links_bytes_ + dim_ * sizeof(T);
+    norm_bytes_ = codec_.is_identity() ? 0 : sizeof(T);
+    const std::size_t bytes = links_bytes_ + norm_bytes_ + codec_.code_size();
     lines_per_node_ = (bytes + sizeof(CacheLine) - 1) / sizeof(CacheLine);
   }
   [[nodiscard]] std::size_t slots() const noexcept { return ids_.size(); }
@@ -570,11 +648,26 @@ class HnswIndex {
     return reinterpret_cast<const unsigned char*>(blocks_.data()) +
            std::size_t(s) * lines_per_node_ * sizeof(CacheLine);
   }
+  /// Node s's vector (float32 storage only: the code is the vector).
   [[nodiscard]] T* vec(std::uint32_t s) noexcept {
     return reinterpret_cast<T*>(block(s) + links_bytes_);
   }
   [[nodiscard]] const T* vec(std::uint32_t s) const noexcept {
     return reinterpret_cast<const T*>(block(s) + links_bytes_);
+  }
+  /// Node s's code (codec_.code_size() bytes).
+  [[nodiscard]] std::uint8_t* code(std::uint32_t s) noexcept {
+    return block(s) + links_bytes_ + norm_bytes_;
+  }
+  [[nodiscard]] const std::uint8_t* code(std::uint32_t s) const noexcept {
+    return block(s) + links_bytes_ + norm_bytes_;
+  }
+  /// Compressed storage: the squared norm of node s's decoded row (code space).
+  [[nodiscard]] T sq_norm(std::uint32_t s) const noexcept {
+    return *reinterpret_cast<const T*>(block(s) + links_bytes_);
+  }
+  void set_sq_norm(std::uint32_t s, T v) noexcept {
+    *reinterpret_cast<T*>(block(s) + links_bytes_) = v;
   }
   /// Node s's list at `level`: [count, link...].
   [[nodiscard]] std::uint32_t* links(std::uint32_t s, std::size_t level) noexcept {
@@ -607,14 +700,112 @@ class HnswIndex {
   // their largest magnitude first, so their squared norm neither underflows nor overflows.
   void normalize(T* v) const noexcept { detail::normalize_row(v, dim_); }
 
+  // ---- codes --------------------------------------------------------------------------------
+
+  /// The codec learns from the rows as they will be stored (normalized for cosine), as
+  /// FlatIndex's does.
+  void train_codec(Codec<T>& codec, const Eigen::Ref<const Matrix<T>>& rows) const {
+    Matrix<T> prepared = rows;
+    if (metric_ == Metric::cosine) normalize_rows(prepared);
+    codec.train(prepared.data(), static_cast<std::size_t>(prepared.rows()));
+  }
+
+  /// What `add` stores for compressed storage, computed before anything changes.
+  struct Encoded {
+    std::vector<std::uint8_t> codes;  ///< n × code_size
+    std::vector<T> sq_norms;          ///< n: squared norms of the decoded rows (code space)
+    std::vector<T> probes;            ///< n × dim: the rows normalized for cosine, in code space
+  };
+  /// Encodes the rows of `vectors` with `codec` (trained).
+  Encoded encode_rows(const Codec<T>& codec, const Eigen::Ref<const Matrix<T>>& vectors) const {
+    const auto n = static_cast<std::size_t>(vectors.rows());
+    const std::size_t cs = codec.code_size();
+    Encoded e;
+    e.codes.resize(n * cs);
+    e.sq_norms.resize(n);
+    e.probes.resize(n * dim_);
+    // One row at a time, as queries are mapped and as the flat indexes encode (detail::RowEncoder):
+    // a rotation of a block of rows may round differently from that of one row, and a row's
+    // code must not depend on how the adds were split.
+    std::vector<T> row(dim_), buf;
+    for (std::size_t r = 0; r < n; ++r) {
+      const T* src = vectors.row(static_cast<Eigen::Index>(r)).data();
+      std::copy(src, src + dim_, row.begin());
+      if (metric_ == Metric::cosine) normalize(row.data());
+      std::uint8_t* c = e.codes.data() + r * cs;
+      codec.encode(row.data(), 1, c);
+      e.sq_norms[r] = decoded_sq_norm(codec, c, buf);
+      codec.to_code_space(row.data(), 1, e.probes.data() + r * dim_);
+    }
+    return e;
+  }
+  /// The squared norm of a code's decoded row (code space), as the flat indexes' stores keep
+  /// it (detail::RowEncoder): what l2 on codes and files use.
+  T decoded_sq_norm(const Codec<T>& codec, const std::uint8_t* c, std::vector<T>& buf) const {
+    const T* x = codec.rows(c, 1, buf);
+    return detail::dot_kernel<T>(x, x, dim_);
+  }
+
   // ---- distances ----------------------------------------------------------------------------
+  //
+  // Two kinds. A probe (a query, or a row being inserted, normalized for cosine and in the
+  // codec's code space) against a stored node: `dist`, on the codes when the codec scores
+  // them. A stored node against a stored node (the selection heuristic, removal repairs,
+  // orphans): `row_dist` on rows as stored (`row_of`: the vector itself for float32, else the
+  // decoded code-space row).
+
+  /// What scoring one probe needs. Float32 storage uses only q.
+  struct Probe {
+    const T* q = nullptr;  ///< dim values, normalized for cosine, in code space
+    T sq = 0;              ///< ‖q‖² (compressed storage, l2)
+    const typename Codec<T>::ScanQuery* prepared = nullptr;  ///< null: score decoded rows
+  };
+
+  /// The probe for q (dim values, normalized for cosine, in code space); `prepared` is the
+  /// scan state it points to (filled here for compressed storage).
+  Probe make_probe(const T* q, typename Codec<T>::ScanQuery& prepared) const {
+    Probe p{q, T(0), nullptr};
+    if (codec_.is_identity()) return p;
+    if (metric_ == Metric::l2) p.sq = detail::dot_kernel<T>(q, q, dim_);
+    codec_.prepare_scan(q, prepared);
+    if (prepared.on_codes) p.prepared = &prepared;
+    return p;
+  }
 
   template <bool kL2>
-  [[nodiscard]] T dist(const T* q, std::uint32_t s) const noexcept {
-    return detail::hnsw_dist<T, kL2>(q, vec(s), dim_);
+  [[nodiscard]] T dist(const Probe& p, std::uint32_t s) const {
+    if (codec_.is_identity()) return detail::hnsw_dist<T, kL2>(p.q, vec(s), dim_);
+    return code_dist<kL2>(p, s);
   }
-  [[nodiscard]] T dist_any(const T* q, std::uint32_t s) const noexcept {
-    return metric_ == Metric::l2 ? dist<true>(q, s) : dist<false>(q, s);
+  /// Compressed storage: the traversal distance of probe p to node s. On the codes: −q·x̂, or
+  /// ‖q‖² + ‖x̂‖² − 2 q·x̂ for l2; on the decoded row when the codec cannot score this probe on
+  /// codes (or the expansion overflowed to NaN).
+  template <bool kL2>
+  [[nodiscard]] T code_dist(const Probe& p, std::uint32_t s) const {
+    if (p.prepared) {
+      T ip;
+      codec_.dot_codes(p.q, *p.prepared, code(s), 1, nullptr, &ip);
+      const T d = kL2 ? p.sq + sq_norm(s) - 2 * ip : -ip;
+      if (!std::isnan(d)) return d;
+    }
+    std::vector<T>& buf = scratch().row_q;
+    return detail::hnsw_dist<T, kL2>(p.q, codec_.rows(code(s), 1, buf), dim_);
+  }
+  [[nodiscard]] T dist_any(const Probe& p, std::uint32_t s) const {
+    return metric_ == Metric::l2 ? dist<true>(p, s) : dist<false>(p, s);
+  }
+  /// Node s's row as stored: its vector (float32), else its code decoded into `buf` (code space).
+  [[nodiscard]] const T* row_of(std::uint32_t s, std::vector<T>& buf) const {
+    return codec_.is_identity() ? vec(s) : codec_.rows(code(s), 1, buf);
+  }
+  /// The traversal distance between two stored rows.
+  [[nodiscard]] T row_dist(const T* a, const T* b) const noexcept {
+    return metric_ == Metric::l2 ? detail::hnsw_dist<T, true>(a, b, dim_)
+                                 : detail::hnsw_dist<T, false>(a, b, dim_);
+  }
+  /// The traversal distance from row a (as stored) to node s.
+  [[nodiscard]] T row_dist(const T* a, std::uint32_t s) const {
+    return row_dist(a, row_of(s, scratch().row_b));
   }
   [[nodiscard]] T score_of(T d) const noexcept { return metric_ == Metric::l2 ? d : -d; }
 
@@ -628,15 +819,23 @@ class HnswIndex {
 
   /// Scores fresh[0..m) against q into fresh_d, four at a time with the next four prefetched.
   template <bool kL2>
-  void score_fresh(const T* q, const std::uint32_t* fresh, std::size_t m, T* out) const noexcept {
+  void score_fresh(const Probe& p, const std::uint32_t* fresh, std::size_t m, T* out) const {
     for (std::size_t i = 0; i < m && i < 4; ++i) prefetch_vec(fresh[i]);
     std::size_t i = 0;
+    if (!codec_.is_identity()) {  // codes: one at a time, the next four prefetched
+      for (; i < m; ++i) {
+        if (i + 4 < m) prefetch_vec(fresh[i + 4]);
+        out[i] = code_dist<kL2>(p, fresh[i]);
+      }
+      return;
+    }
+    const T* q = p.q;
     for (; i + 4 <= m; i += 4) {
       for (std::size_t j = i + 4; j < std::min(m, i + 8); ++j) prefetch_vec(fresh[j]);
       const T* x[4] = {vec(fresh[i]), vec(fresh[i + 1]), vec(fresh[i + 2]), vec(fresh[i + 3])};
       detail::hnsw_dist4<T, kL2>(q, x, dim_, out + i);
     }
-    for (; i < m; ++i) out[i] = dist<kL2>(q, fresh[i]);
+    for (; i < m; ++i) out[i] = dist<kL2>(p, fresh[i]);
   }
 
   // ---- search -------------------------------------------------------------------------------
@@ -644,7 +843,7 @@ class HnswIndex {
   /// Greedy descent from the entry point to level `stop` + 1 .. (ef = 1, Algorithm 2 with
   /// ef = 1); returns the node reached and its distance.
   template <bool kL2, bool kLocked>
-  std::pair<std::uint32_t, T> descend(const T* q, std::uint32_t cur, T dcur, std::size_t from,
+  std::pair<std::uint32_t, T> descend(const Probe& q, std::uint32_t cur, T dcur, std::size_t from,
                                       std::size_t stop,
                                       std::vector<std::atomic<std::uint8_t>>* locks) const {
     Scratch& sc = scratch();
@@ -691,8 +890,8 @@ class HnswIndex {
   /// pairs; a node's high bit marks it expanded. Ends when every node in the beam is expanded.
   /// Returns the beam size; the beam is in sc.beam_d / sc.beam_s (flags cleared), best first.
   template <bool kL2, bool kLocked>
-  std::size_t beam_search(const T* q, std::uint32_t ep, T dep, std::size_t level, std::size_t ef,
-                          std::vector<std::atomic<std::uint8_t>>* locks) const {
+  std::size_t beam_search(const Probe& q, std::uint32_t ep, T dep, std::size_t level,
+                          std::size_t ef, std::vector<std::atomic<std::uint8_t>>* locks) const {
     // The beam never holds more nodes than the graph has: a larger ef (say, read from a
     // corrupted file) gives the same search, so it must not size the scratch.
     ef = std::min(ef, slots());
@@ -777,47 +976,91 @@ class HnswIndex {
     sc.query.assign(query, query + dim_);
     if (metric_ == Metric::cosine) normalize(sc.query.data());
     const T* q = sc.query.data();
+    if (!codec_.is_identity()) {  // the query once into code space
+      sc.query_code.resize(dim_);
+      codec_.to_code_space(q, 1, sc.query_code.data());
+      q = sc.query_code.data();
+    }
+    const Probe probe = make_probe(q, sc.prepared);
     const std::size_t ef = std::max(p.ef_search, k);
-    std::vector<std::pair<T, Index>>& found = sc.found;
+    std::vector<std::pair<T, std::uint32_t>>& found = sc.found;
     found.clear();
     if (p.filter.is_trivial()) {
-      metric_ == Metric::l2 ? graph_search<true>(q, ef, found) : graph_search<false>(q, ef, found);
+      metric_ == Metric::l2 ? graph_search<true>(probe, ef, found)
+                            : graph_search<false>(probe, ef, found);
     } else {
       const std::size_t limit = std::max(live_ / 20, std::min(ef, live_) * params_.M);
       const std::size_t n_allowed = count_allowed(p.filter, limit);
       if (n_allowed == 0) return;
       if (n_allowed > limit) {
-        metric_ == Metric::l2 ? filtered_search<true>(q, ef, p.filter, found)
-                              : filtered_search<false>(q, ef, p.filter, found);
+        metric_ == Metric::l2 ? filtered_search<true>(probe, ef, p.filter, found)
+                              : filtered_search<false>(probe, ef, p.filter, found);
         if (found.size() < std::min(k, n_allowed)) found.clear();
       }
-      if (found.empty()) exact_scan(q, k, p.filter, found);
+      if (found.empty()) exact_scan(probe, k, p.filter, found);
+    }
+    if (!codec_.is_identity()) {
+      rescore(q, k, found, out_ids, out_scores);
+      return;
     }
     const std::size_t take = std::min(k, found.size());
-    std::partial_sort(
-        found.begin(), found.begin() + static_cast<std::ptrdiff_t>(take), found.end(),
-        [](const auto& a, const auto& b) { return better(a.first, a.second, b.first, b.second); });
+    std::partial_sort(found.begin(), found.begin() + static_cast<std::ptrdiff_t>(take), found.end(),
+                      [this](const auto& a, const auto& b) {
+                        return better(a.first, ids_[a.second], b.first, ids_[b.second]);
+                      });
     for (std::size_t j = 0; j < take; ++j) {
-      out_ids[j] = found[j].second;
+      out_ids[j] = ids_[found[j].second];
       out_scores[j] = score_of(found[j].first);
     }
   }
 
+  /// The canonical exact key (lower is better) of query q (code space) against node s's
+  /// decoded row: squared L2, or minus the inner product, with products and sums in double
+  /// (detail/exact.hpp; search/driver.hpp's exact_key). NaN (never for rows that passed the
+  /// checks) ranks last.
+  [[nodiscard]] double exact_key(const T* q, std::uint32_t s, std::vector<T>& buf) const {
+    const T* x = row_of(s, buf);
+    const double key = metric_ == Metric::l2 ? detail::exact_score<T>(q, x, dim_, true)
+                                             : -detail::exact_score<T>(q, x, dim_, false);
+    return std::isnan(key) ? std::numeric_limits<double>::infinity() : key;
+  }
+
+  /// Compressed storage: the k best of the candidates by their exact keys against the decoded
+  /// rows, ties to the smaller id; the scores are those exact scores.
+  void rescore(const T* q, std::size_t k, const std::vector<std::pair<T, std::uint32_t>>& found,
+               Index* out_ids, T* out_scores) const {
+    Scratch& sc = scratch();
+    std::vector<std::pair<double, Index>>& ranked = sc.ranked;
+    ranked.clear();
+    for (const auto& [d, s] : found) ranked.emplace_back(exact_key(q, s, sc.row_a), ids_[s]);
+    const std::size_t take = std::min(k, ranked.size());
+    std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(take),
+                      ranked.end(), [](const auto& a, const auto& b) {
+                        return a.first < b.first || (a.first == b.first && a.second < b.second);
+                      });
+    const bool l2 = metric_ == Metric::l2;
+    for (std::size_t j = 0; j < take; ++j) {
+      out_ids[j] = ranked[j].second;
+      out_scores[j] = static_cast<T>(l2 ? ranked[j].first : -ranked[j].first);
+    }
+  }
+
   template <bool kL2>
-  void graph_search(const T* q, std::size_t ef, std::vector<std::pair<T, Index>>& out) const {
+  void graph_search(const Probe& q, std::size_t ef,
+                    std::vector<std::pair<T, std::uint32_t>>& out) const {
     auto [ep, dep] = descend<kL2, false>(q, entry_, dist<kL2>(q, entry_), max_level_, 0, nullptr);
     const std::size_t size = beam_search<kL2, false>(q, ep, dep, 0, ef, nullptr);
     const Scratch& sc = scratch();
     out.resize(size);
-    for (std::size_t i = 0; i < size; ++i) out[i] = {sc.beam_d[i], ids_[sc.beam_s[i]]};
+    for (std::size_t i = 0; i < size; ++i) out[i] = {sc.beam_d[i], sc.beam_s[i]};
   }
 
   /// Filtered beam search at level 0 (hnswlib's): candidates are every reached node, the result
   /// heap only allowed ones; it stops when the nearest unexpanded candidate is farther than the
   /// ef-th allowed result.
   template <bool kL2>
-  void filtered_search(const T* q, std::size_t ef, const Filter& f,
-                       std::vector<std::pair<T, Index>>& out) const {
+  void filtered_search(const Probe& q, std::size_t ef, const Filter& f,
+                       std::vector<std::pair<T, std::uint32_t>>& out) const {
     auto [ep, dep] = descend<kL2, false>(q, entry_, dist<kL2>(q, entry_), max_level_, 0, nullptr);
     Scratch& sc = scratch();
     const std::uint16_t epoch = sc.visited.start(slots());
@@ -866,29 +1109,40 @@ class HnswIndex {
       }
     }
     out.resize(res.size());
-    for (std::size_t i = 0; i < res.size(); ++i) out[i] = {res[i].first, ids_[res[i].second]};
+    for (std::size_t i = 0; i < res.size(); ++i) out[i] = res[i];
   }
 
-  /// Exact top-k over the allowed stored rows.
-  void exact_scan(const T* q, std::size_t k, const Filter& f,
-                  std::vector<std::pair<T, Index>>& heap) const {
-    using Item = std::pair<T, Index>;
-    heap.clear();  // max-heap: worst on top
+  /// Exact top-k over the allowed stored rows, as (distance, slot): the traversal distance for
+  /// float32 storage, the exact key against the decoded row otherwise (rescored once more by
+  /// `rescore`, to the same value).
+  void exact_scan(const Probe& q, std::size_t k, const Filter& f,
+                  std::vector<std::pair<T, std::uint32_t>>& out) const {
+    struct Item {
+      double key;
+      Index id;
+      std::uint32_t slot;
+    };
+    std::vector<Item> heap;  // max-heap: worst on top
     auto cmp = [](const Item& a, const Item& b) {
-      return better(a.first, a.second, b.first, b.second);
+      return a.key < b.key || (a.key == b.key && a.id < b.id);
     };
     heap.reserve(k + 1);
+    std::vector<T>& buf = scratch().row_a;
     for (std::size_t s = 0; s < slots(); ++s) {
-      if (ids_[s] < 0 || !allowed(static_cast<std::uint32_t>(s), f)) continue;
-      const T d = dist_any(q, static_cast<std::uint32_t>(s));
-      if (heap.size() == k && !cmp({d, ids_[s]}, heap.front())) continue;
-      heap.push_back({d, ids_[s]});
+      const auto v = static_cast<std::uint32_t>(s);
+      if (ids_[s] < 0 || !allowed(v, f)) continue;
+      const double d = codec_.is_identity() ? double(dist_any(q, v)) : exact_key(q.q, v, buf);
+      const Item item{d, ids_[s], v};
+      if (heap.size() == k && !cmp(item, heap.front())) continue;
+      heap.push_back(item);
       std::push_heap(heap.begin(), heap.end(), cmp);
       if (heap.size() > k) {
         std::pop_heap(heap.begin(), heap.end(), cmp);
         heap.pop_back();
       }
     }
+    out.clear();
+    for (const Item& it : heap) out.push_back({static_cast<T>(it.key), it.slot});
   }
 
   // ---- build --------------------------------------------------------------------------------
@@ -899,12 +1153,13 @@ class HnswIndex {
   void select_heuristic(const std::vector<std::pair<T, std::uint32_t>>& cand, std::size_t m,
                         std::vector<std::uint32_t>& out) const {
     out.clear();
+    Scratch& sc = scratch();
     for (const auto& [d, c] : cand) {
       if (out.size() >= m) break;
       bool good = true;
-      const T* vc = vec(c);
+      const T* vc = row_of(c, sc.row_a);
       for (std::uint32_t r : out)
-        if (dist_any(vc, r) < d) {
+        if (row_dist(vc, r) < d) {
           good = false;
           break;
         }
@@ -917,9 +1172,11 @@ class HnswIndex {
     return a.first < b.first || (a.first == b.first && a.second < b.second);
   }
 
-  /// Inserts node s (vector and level already stored) into the graph (Algorithm 1).
+  /// Inserts node s (vector or code, and level already stored) into the graph (Algorithm 1).
+  /// `row`: the row it searches with (dim values, normalized for cosine, in code space).
   template <bool kL2>
-  void insert(std::uint32_t s, std::vector<std::atomic<std::uint8_t>>& locks, std::mutex& top) {
+  void insert(std::uint32_t s, const T* row, std::vector<std::atomic<std::uint8_t>>& locks,
+              std::mutex& top) {
     const std::size_t level = level_[s];
     std::unique_lock<std::mutex> guard(top);
     const std::uint32_t ep = entry_;
@@ -930,7 +1187,8 @@ class HnswIndex {
       return;
     }
     if (level <= top_level) guard.unlock();  // a new top level keeps the lock to the end
-    const T* q = vec(s);
+    typename Codec<T>::ScanQuery prepared;
+    const Probe q = make_probe(row, prepared);
     auto [cur, dcur] = descend<kL2, true>(q, ep, dist<kL2>(q, ep), top_level, level, &locks);
     // Search top-down, link bottom-up: another thread can reach s at level l only after s has
     // linked itself there, and by then s's lists below l are written. Linking top-down let a
@@ -995,10 +1253,10 @@ class HnswIndex {
       } else {
         std::vector<std::pair<T, std::uint32_t>> cand;
         cand.reserve(cnt + 1);
-        const T* ve = vec(e);
+        const T* ve = row_of(e, scratch().row_a);
         for (std::uint32_t j = 0; j < cnt; ++j)
-          cand.push_back({dist_any(ve, ls[1 + j]), ls[1 + j]});
-        cand.push_back({dist_any(ve, s), s});
+          cand.push_back({row_dist(ve, ls[1 + j]), ls[1 + j]});
+        cand.push_back({row_dist(ve, s), s});
         std::sort(cand.begin(), cand.end(), pair_less);
         std::vector<std::uint32_t> kept;
         select_heuristic(cand, cap, kept);
@@ -1011,16 +1269,20 @@ class HnswIndex {
 
   /// Inserts the given slots in order: the first alone when the graph is empty, then the rest
   /// in parallel batches, with a progress report every kProgressChunk insertions and at the end.
-  void build(const std::vector<std::uint32_t>& slot,
-             std::vector<std::atomic<std::uint8_t>>& locks) noexcept {
+  /// `rows`: slot.size() × dim rows the insertions search with (compressed storage: the added
+  /// rows normalized for cosine, in code space), or null to search with the stored vectors.
+  void build(const std::vector<std::uint32_t>& slot, std::vector<std::atomic<std::uint8_t>>& locks,
+             const T* rows) noexcept {
     std::mutex top;
     const std::size_t n = slot.size();
     std::size_t done = 0;
     const bool l2 = metric_ == Metric::l2;
-    auto one = [&](std::uint32_t s) {
-      l2 ? insert<true>(s, locks, top) : insert<false>(s, locks, top);
+    auto one = [&](std::size_t r) {
+      const std::uint32_t s = slot[r];
+      const T* row = rows ? rows + r * dim_ : vec(s);
+      l2 ? insert<true>(s, row, locks, top) : insert<false>(s, row, locks, top);
     };
-    if (entry_ == kNone) one(slot[done++]);
+    if (entry_ == kNone) one(done++);
     std::size_t reported = 0;
     const std::size_t before = live_ - n;  // items already in the graph
     while (done < n) {
@@ -1032,7 +1294,7 @@ class HnswIndex {
       const std::size_t end = std::min({n, done + kProgressChunk, done + grown});
       const auto lo = static_cast<long long>(done), hi = static_cast<long long>(end);
       detail::parallel_for<long long>(lo, hi, hi - lo > 16, 8,
-                                      [&](long long i) { one(slot[static_cast<std::size_t>(i)]); });
+                                      [&](long long i) { one(static_cast<std::size_t>(i)); });
       done = end;
       if (params_.progress && done - reported >= kProgressChunk)
         params_.progress(reported = done, n);
@@ -1096,7 +1358,8 @@ class HnswIndex {
       if (!live(s) || indeg[s] > 0) continue;
       const auto v = static_cast<std::uint32_t>(s);
       near.clear();
-      for (std::uint32_t u : list0(v)) near.push_back({dist_any(vec(v), u), u});
+      const T* vv = row_of(v, scratch().row_a);
+      for (std::uint32_t u : list0(v)) near.push_back({row_dist(vv, u), u});
       std::sort(near.begin(), near.end(), pair_less);
       for (const auto& [d, u] : near) {
         if (patch_of[u] < 0) {  // copy u's list aside to change it
@@ -1110,8 +1373,9 @@ class HnswIndex {
         } else {
           std::size_t far = lu.size();
           T far_d = T(0);
+          const T* vu = row_of(u, scratch().row_a);
           for (std::size_t j = 0; j < lu.size(); ++j) {
-            const T dj = dist_any(vec(u), lu[j]);
+            const T dj = row_dist(vu, lu[j]);
             if (indeg[lu[j]] >= 2 && (far == lu.size() || dj > far_d)) far = j, far_d = dj;
           }
           if (far == lu.size()) continue;  // every link is some node's only way in
@@ -1145,8 +1409,8 @@ class HnswIndex {
     }
     std::vector<std::pair<T, std::uint32_t>> cand;
     cand.reserve(pool.size());
-    const T* vb = vec(p.slot);
-    for (std::uint32_t v : pool) cand.push_back({dist_any(vb, v), v});
+    const T* vb = row_of(p.slot, scratch().row_a);
+    for (std::uint32_t v : pool) cand.push_back({row_dist(vb, v), v});
     std::sort(cand.begin(), cand.end(), pair_less);
     if (cand.size() > 4 * params_.M) cand.resize(4 * params_.M);
     select_heuristic(cand, cap, p.links);
@@ -1155,10 +1419,12 @@ class HnswIndex {
   std::size_t dim_;
   Metric metric_;
   HnswParams params_;
-  Storage storage_;
+  Codec<T> codec_;                  // how node blocks store rows (identity for float32)
   std::size_t links_bytes_ = 0;     // bytes of the level-0 list, rounded up to whole lines
+  std::size_t norm_bytes_ = 0;      // compressed storage: the decoded row's squared norm (a T)
   std::size_t lines_per_node_ = 0;  // cache lines per node block
-  // slots × lines_per_node_ lines: vector, then level-0 list; on huge pages when large
+  // slots × lines_per_node_ lines: level-0 list, then vector (or norm and code); on huge pages
+  // when large
   std::vector<CacheLine, detail::HugePageAllocator<CacheLine>> blocks_;
   std::vector<Index> ids_;                 // per slot; kFreeId for a free slot
   std::vector<Modality> modality_;         // per slot

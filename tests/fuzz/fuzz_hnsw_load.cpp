@@ -3,7 +3,8 @@
 // input is tried twice: as given (almost always stopped by the checksum) and with a valid
 // checksum written over its last 8 bytes, so the structural checks behind the checksum (counts,
 // levels, links, entry point) are fuzzed too. A parsed index must then search (plain and
-// filtered), add, remove and serialize.
+// filtered), add, remove and serialize. The seeds cover every storage (codes and codec
+// parameters in the file).
 //
 // Built with -DMMRAG_FUZZ_WRITE_SEEDS it is instead a program writing the seed corpus (small
 // valid files) into the folder given as argv[1] (tests/fuzz/run.sh does this).
@@ -61,6 +62,24 @@ int main(int argc, char** argv) {
   d.save(dir / "double.hnsw");
   mmrag::HnswIndex<float> empty(5, mmrag::Metric::l2);
   empty.save(dir / "empty.hnsw");
+  // Compressed storage: codes in the node blocks, the codec's parameters in the file (int8:
+  // ranges, refined coordinates; an empty int8 index has none).
+  for (auto storage : {mmrag::Storage::float16, mmrag::Storage::bfloat16, mmrag::Storage::int8}) {
+    mmrag::HnswIndex<float> c(3, mmrag::Metric::cosine, {.M = 2, .ef_construction = 8}, storage);
+    c.add(x, {}, mods);
+    c.remove_ids(std::vector<mmrag::Index>{5});
+    c.save(dir / (std::string("float_") + mmrag::to_string(storage) + ".hnsw"));
+  }
+  mmrag::HnswIndex<float> wide(16, mmrag::Metric::l2, {.M = 2, .ef_construction = 8},
+                               mmrag::Storage::int8);  // dim 16: two refinement bytes
+  wide.add(mmrag::Matrix<float>::Random(30, 16));
+  wide.save(dir / "int8_dim16.hnsw");
+  mmrag::HnswIndex<float>(4, mmrag::Metric::l2, {}, mmrag::Storage::int8)
+      .save(dir / "empty_int8.hnsw");
+  mmrag::HnswIndex<double> dc(3, mmrag::Metric::l2, {.M = 4, .ef_construction = 8},
+                              mmrag::Storage::float16);
+  dc.add(x.cast<double>().topRows(10));
+  dc.save(dir / "double_float16.hnsw");
   return 0;
 }
 #else
