@@ -618,3 +618,51 @@ TEST_CASE("int8 files: a rotation that is not orthogonal, or a wrong refinement 
   CHECK_THROWS_WITH_AS((void)FlatIndex<float>::parse(forged(56 + 8 * coords, &big, 4)),
                        doctest::Contains("refined coordinates"), std::runtime_error);
 }
+
+TEST_CASE("int8 break-it regressions: rotated queries beyond float range, doubles beyond float, untrained codes with rows") {
+  const Eigen::Index d = 32;
+  const Matrix<float> x = low_rank(1000, d, 6, 10, 61);
+  // A finite query whose rotation leaves float range is an error, not a garbage answer.
+  FlatIndex<float> flat(std::size_t(d), Metric::inner_product, Storage::int8);
+  flat.add(x);
+  Matrix<float> huge = x.topRows(2);
+  huge.row(1).setConstant(3e38f);  // finite; its rotation is not (Σ_j R_aj·3e38 > FLT_MAX)
+  CHECK_THROWS_WITH_AS((void)flat.search(huge, 3), doctest::Contains("float range"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)flat.search(huge.row(1), 3), doctest::Contains("row 0"),
+                       std::invalid_argument);
+  IvfIndex<float> ivf(std::size_t(d), 4, Metric::l2, Storage::int8);
+  ivf.train(x);
+  ivf.add(x);
+  CHECK_THROWS_AS((void)ivf.search(huge, 3), std::invalid_argument);
+  CHECK(flat.search(x.topRows(1), 3).ids(0, 0) >= 0);  // ordinary queries still answer
+
+  // int8 codes float values: a double index refuses to train on a value beyond float range
+  // (before: ranges of ±inf, every stored row non-finite, a file its own parse rejects).
+  const Matrix<double> xd = x.cast<double>();
+  Matrix<double> bad = xd;
+  bad.row(3) *= 1e300;
+  FlatIndex<double> fd(std::size_t(d), Metric::l2, Storage::int8);
+  CHECK_THROWS_WITH_AS(fd.add(bad), doctest::Contains("beyond float range"), std::invalid_argument);
+  CHECK_FALSE(fd.is_trained());
+  CHECK(fd.size() == 0);
+  fd.add(xd);
+  CHECK(fd.search(xd.topRows(1), 1).ids(0, 0) == 0);
+
+  // A file with int8 rows but no codec parameters (flag 0) is rejected: its rows cannot be
+  // decoded (before: vector() returned uninitialized memory).
+  const std::size_t n = 4, cs = std::size_t(d + d / 8);
+  std::vector<char> out;
+  detail::write_index_start<float>(out, "MMRAGFLT", 2, Metric::l2, 3, std::uint64_t(d));
+  detail::append(out, std::uint64_t(0));  // codec flag 0
+  detail::append(out, std::uint64_t(n));
+  for (std::size_t i = 0; i < n; ++i) detail::append(out, std::int64_t(i));
+  for (std::size_t i = 0; i < n; ++i) detail::append(out, 1.0f);
+  for (std::size_t i = 0; i < n; ++i) detail::append(out, std::uint8_t(0));
+  out.resize((out.size() + 63) / 64 * 64, 0);
+  for (std::size_t i = 0; i < n * cs; ++i) detail::append(out, std::uint8_t(200));
+  out.resize((out.size() + 7) / 8 * 8, 0);
+  detail::write_checksum(out);
+  CHECK_THROWS_WITH_AS((void)FlatIndex<float>::parse(out), doctest::Contains("codec's parameters"),
+                       std::runtime_error);
+}

@@ -116,6 +116,23 @@ class Codec {
     }
     rotate(in, n, out, false);
   }
+  /// Throws std::invalid_argument naming `where` and the row when one of n rows (n × dim, as
+  /// the index scores them: normalized for cosine) leaves float range once rotated into code
+  /// space (the rotation runs in float; coordinates near FLT_MAX / √dim, or a double beyond
+  /// float range). Nothing for a codec that does not rotate.
+  void check_code_space(const char* where, const T* rows, std::size_t n) const {
+    if (!rotated()) return;
+    std::vector<T> z(dim_);
+    for (std::size_t r = 0; r < n; ++r) {
+      to_code_space(rows + r * dim_, 1, z.data());
+      for (T v : z)
+        if (!std::isfinite(v))
+          throw std::invalid_argument(
+              std::string(where) + ": row " + std::to_string(r) +
+              " leaves float range when rotated into the int8 code's space (coordinates near "
+              "FLT_MAX / sqrt(dim), or beyond float range): scale the data");
+    }
+  }
   /// The inverse: rows in code space to the caller's space (out = z·R).
   void from_code_space(const T* in, std::size_t n, T* out) const {
     if (!rotated()) {
@@ -127,12 +144,20 @@ class Codec {
 
   /// Learns what the storage needs from n rows (n × dim, finite): int8's ranges, refined
   /// coordinates and rotation (detail::train_sq8_code); nothing for the others. Throws
-  /// std::invalid_argument when n = 0 for int8; the codec is then unchanged.
+  /// std::invalid_argument when n = 0 for int8, or (double rows) a value beyond float range;
+  /// the codec is then unchanged.
   void train(const T* rows, std::size_t n) {
     if (storage_ != Storage::int8) return;
     if (n == 0) throw std::invalid_argument("mmrag::Codec::train: int8 storage needs rows, got 0");
     std::vector<float> f(n * dim_);
-    for (std::size_t i = 0; i < f.size(); ++i) f[i] = static_cast<float>(rows[i]);
+    for (std::size_t i = 0; i < f.size(); ++i) {
+      f[i] = static_cast<float>(rows[i]);
+      if (!std::isfinite(f[i]))  // (a double beyond float range: the codes are of floats)
+        throw std::invalid_argument(
+            "mmrag::Codec::train: int8 codes float values, but training value " +
+            std::to_string(double(rows[i])) + " (row " + std::to_string(i / dim_) +
+            ") is beyond float range");
+    }
     detail::Sq8Code p = detail::train_sq8_code(f.data(), n, dim_);
     sq8_ = std::move(p);
   }

@@ -260,6 +260,8 @@ class FlatIndex : public detail::FileBacked<FlatIndex<T>, T> {
     if (h.version >= 2) index.codec_.read(c);
     index.store_ = VectorStore<T>(index.codec_.code_size());  // as the file's codec has it
     index.store_.read_counted(c, index.codec_, "vectors", mode);
+    if (index.size() > 0 && !index.codec_.is_trained())
+      detail::fail(c.path(), c.offset(), "int8 rows without the codec's parameters");
     index.stats_.include(index.store_);
     return index;
   }

@@ -291,6 +291,11 @@ class HnswIndex {
     if (params.ef_search == 0)
       throw std::invalid_argument(std::string(where) + ": ef_search must be > 0, got 0");
     detail::check_finite_rows(where, "queries", queries);
+    if (codec_.rotated()) {  // queries whose rotation leaves float range: an error, not garbage
+      Matrix<T> q = queries;
+      if (metric_ == Metric::cosine) normalize_rows(q);
+      codec_.check_code_space(where, q.data(), static_cast<std::size_t>(q.rows()));
+    }
     const auto nq = queries.rows();
     Hits<T> hits;
     try {
@@ -736,6 +741,7 @@ class HnswIndex {
       codec.encode(row.data(), 1, c);
       e.sq_norms[r] = decoded_sq_norm(codec, c, buf);
       codec.to_code_space(row.data(), 1, e.probes.data() + r * dim_);
+      if (codec.rotated()) codec.check_code_space("mmrag::HnswIndex::add", row.data(), 1);
     }
     return e;
   }

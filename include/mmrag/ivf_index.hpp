@@ -335,6 +335,8 @@ class IvfIndex : public detail::FileBacked<IvfIndex<T>, T> {
     if (h.version >= 2) {
       c.skip((8 - c.offset() % 8) % 8, "padding");
       index.codec_.read(c);
+      if (trained && !index.codec_.is_trained())
+        detail::fail(path, c.offset(), "a trained int8 index needs the codec's parameters");
       // A file's codec decides the code size (int8 written before the refinement bytes).
       index.lists_.assign(static_cast<std::size_t>(nlist), VectorStore<T>(index.codec_.code_size()));
       if (trained) index.code_centroids_ = rotated_centroids(index.codec_, index.centroids_);

@@ -215,6 +215,12 @@ class IvfPqIndex : public detail::FileBacked<IvfPqIndex<T>, T> {
     if (params.k_factor == 0)
       throw std::invalid_argument(std::string(where) + ": k_factor must be > 0, got 0");
     detail::check_finite_rows(where, "queries", queries);
+    if (refine_ && refine_->rotated()) {  // a rotation leaving float range: an error, not garbage
+      Matrix<T> q = queries;
+      if (metric_ == Metric::cosine)
+        for (Eigen::Index r = 0; r < q.rows(); ++r) detail::normalize_row(q.row(r).data(), dim_);
+      refine_->check_code_space(where, q.data(), static_cast<std::size_t>(q.rows()));
+    }
     const Eigen::Index nq = queries.rows();
     const bool higher = higher_is_better(metric_);
     const T pad = higher ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();

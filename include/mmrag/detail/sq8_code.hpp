@@ -62,16 +62,38 @@ struct Sq8Code {
 };
 
 /// out (n × dim) = rows of x (n × dim) times Rᵀ (z = R·x), or times R with `inverse` (x = Rᵀ·z).
+/// Row by row in a fixed order (dot_kernel per output coordinate; the inverse as a sum of scaled
+/// rows of R), so a row's image does not depend on how many rows are rotated with it or where
+/// they sit in memory: a query alone and in a batch, a row added alone or in a block, rotate
+/// to the same floats. x and out must not overlap.
 inline void sq8_rotate(const std::vector<float>& rotation, const float* x, std::size_t n,
-                       std::size_t dim, float* out, bool inverse = false) {
+                       std::size_t dim, float* out, bool inverse = false) noexcept {
+  const float* r = rotation.data();
+  for (std::size_t i = 0; i < n; ++i) {
+    const float* in = x + i * dim;
+    float* o = out + i * dim;
+    if (!inverse) {
+      for (std::size_t a = 0; a < dim; ++a) o[a] = dot_kernel<float>(r + a * dim, in, dim);
+    } else {
+      std::fill(o, o + dim, 0.0f);
+      for (std::size_t a = 0; a < dim; ++a) {
+        const float w = in[a];
+        const float* row = r + a * dim;
+        for (std::size_t j = 0; j < dim; ++j) o[j] += w * row[j];
+      }
+    }
+  }
+}
+
+/// The same for training statistics only, where the rounding of a row does not matter: one
+/// GEMM (Eigen) for a block of rows.
+inline void sq8_rotate_block(const std::vector<float>& rotation, const float* x, std::size_t n,
+                             std::size_t dim, float* out) {
   using M = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   const auto d = static_cast<Eigen::Index>(dim);
   const Eigen::Map<const M> r(rotation.data(), d, d), in(x, static_cast<Eigen::Index>(n), d);
   Eigen::Map<M> o(out, static_cast<Eigen::Index>(n), d);
-  if (inverse)
-    o.noalias() = in * r;
-  else
-    o.noalias() = in * r.transpose();
+  o.noalias() = in * r.transpose();
 }
 
 /// Coarse byte of every coordinate, then the residual bytes, for n rows z (code space).
@@ -245,7 +267,7 @@ inline std::vector<float> principal_axes(const float* x, std::size_t n, std::siz
   sq8_code_impl::Stats pca_stats;
   for (std::size_t r0 = 0; r0 < n; r0 += kBlock) {
     const std::size_t nb = std::min(kBlock, n - r0);
-    sq8_rotate(rotation, x + r0 * dim, nb, dim, z.data());
+    sq8_rotate_block(rotation, x + r0 * dim, nb, dim, z.data());
     pca_stats.add(z.data(), nb, dim);
   }
   Sq8Code pca = sq8_code_impl::fit(pca_stats, dim, fine, std::move(rotation));

@@ -324,6 +324,10 @@ template <class T, class Plan>
   if (s.codec->rotated()) {
     q_rotated.resize(nq, queries.cols());
     s.codec->to_code_space(q_input.data(), static_cast<std::size_t>(nq), q_rotated.data());
+    // The rotation runs in float: a query whose image leaves float range cannot be scored.
+    for (Eigen::Index r = 0; r < nq; ++r)
+      if (!q_rotated.row(r).allFinite())
+        s.codec->check_code_space(s.where, q_input.row(r).data(), 1);  // throws, naming it
   }
   const Matrix<T>& q = s.codec->rotated() ? q_rotated : q_input;
   const Vector<T> q_sq = q.rowwise().squaredNorm();
