@@ -116,11 +116,12 @@ class Codec {
     }
     rotate(in, n, out, false);
   }
-  /// Throws std::invalid_argument naming `where` and the row when one of n rows (n × dim, as
-  /// the index scores them: normalized for cosine) leaves float range once rotated into code
-  /// space (the rotation runs in float; coordinates near FLT_MAX / √dim, or a double beyond
-  /// float range). Nothing for a codec that does not rotate.
-  void check_code_space(const char* where, const T* rows, std::size_t n) const {
+  /// Throws std::invalid_argument naming `where`, `what` and the row (counted from `first`)
+  /// when one of n rows (n × dim, as the index scores them: normalized for cosine) leaves
+  /// float range once rotated into code space (the rotation runs in float; coordinates near
+  /// FLT_MAX / √dim, or a double beyond float range). Nothing for a codec that does not rotate.
+  void check_code_space(const char* where, const char* what, const T* rows, std::size_t n,
+                        std::size_t first = 0) const {
     if (!rotated()) return;
     std::vector<T> z(dim_);
     for (std::size_t r = 0; r < n; ++r) {
@@ -128,7 +129,7 @@ class Codec {
       for (T v : z)
         if (!std::isfinite(v))
           throw std::invalid_argument(
-              std::string(where) + ": row " + std::to_string(r) +
+              std::string(where) + ": " + what + " row " + std::to_string(first + r) +
               " leaves float range when rotated into the int8 code's space (coordinates near "
               "FLT_MAX / sqrt(dim), or beyond float range): scale the data");
     }

@@ -294,7 +294,7 @@ class HnswIndex {
     if (codec_.rotated()) {  // queries whose rotation leaves float range: an error, not garbage
       Matrix<T> q = queries;
       if (metric_ == Metric::cosine) normalize_rows(q);
-      codec_.check_code_space(where, q.data(), static_cast<std::size_t>(q.rows()));
+      codec_.check_code_space(where, "queries", q.data(), static_cast<std::size_t>(q.rows()));
     }
     const auto nq = queries.rows();
     Hits<T> hits;
@@ -741,7 +741,8 @@ class HnswIndex {
       codec.encode(row.data(), 1, c);
       e.sq_norms[r] = decoded_sq_norm(codec, c, buf);
       codec.to_code_space(row.data(), 1, e.probes.data() + r * dim_);
-      if (codec.rotated()) codec.check_code_space("mmrag::HnswIndex::add", row.data(), 1);
+      if (codec.rotated())
+        codec.check_code_space("mmrag::HnswIndex::add", "vectors", row.data(), 1, r);
     }
     return e;
   }

@@ -219,7 +219,7 @@ class IvfPqIndex : public detail::FileBacked<IvfPqIndex<T>, T> {
       Matrix<T> q = queries;
       if (metric_ == Metric::cosine)
         for (Eigen::Index r = 0; r < q.rows(); ++r) detail::normalize_row(q.row(r).data(), dim_);
-      refine_->check_code_space(where, q.data(), static_cast<std::size_t>(q.rows()));
+      refine_->check_code_space(where, "queries", q.data(), static_cast<std::size_t>(q.rows()));
     }
     const Eigen::Index nq = queries.rows();
     const bool higher = higher_is_better(metric_);

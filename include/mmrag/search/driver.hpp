@@ -327,7 +327,8 @@ template <class T, class Plan>
     // The rotation runs in float: a query whose image leaves float range cannot be scored.
     for (Eigen::Index r = 0; r < nq; ++r)
       if (!q_rotated.row(r).allFinite())
-        s.codec->check_code_space(s.where, q_input.row(r).data(), 1);  // throws, naming it
+        s.codec->check_code_space(s.where, "queries", q_input.row(r).data(), 1,
+                                  static_cast<std::size_t>(r));  // throws, naming the row
   }
   const Matrix<T>& q = s.codec->rotated() ? q_rotated : q_input;
   const Vector<T> q_sq = q.rowwise().squaredNorm();
