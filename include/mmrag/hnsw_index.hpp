@@ -57,8 +57,9 @@
 /// Storage (codecs.hpp; FAISS's IndexHNSWSQ): Storage::float32 keeps each vector as T in its
 /// node block. Storage::float16, bfloat16 and int8 keep the codec's code there instead
 /// (Codec::code_size() bytes: 2·dim, 2·dim, dim + dim/8) plus one T, the squared norm of the
-/// decoded row, so a node costs links + code + sizeof(T) bytes, rounded up to whole 64-byte
-/// lines (dim = 128, M = 16: 704 bytes at float32, 512 at float16 / bfloat16, 384 at int8).
+/// decoded row: a node block is the level-0 links rounded up to whole 64-byte lines, then the
+/// norm and the code, rounded up to whole lines (dim = 128, M = 16: 704 bytes at float32, 512
+/// at float16 / bfloat16, 384 at int8).
 /// int8 is trained on the rows of the first add to an empty index (normalized for cosine), or
 /// by `train`. The traversal (build and search) scores in the codec's code space (int8 may
 /// store rows rotated): a query or an inserted row is normalized for cosine and mapped there
