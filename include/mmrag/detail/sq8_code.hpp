@@ -19,7 +19,7 @@
 ///    Transform coding with bit allocation by variance (Goyal, "Theoretical foundations of
 ///    transform coding", IEEE SPM 2001; FAISS's PCAMatrix + ScalarQuantizer in IndexPreTransform).
 ///
-/// Training fits both variants (plain: R = I; PCA: only for 8 ≤ dim ≤ 1024 and n ≥ 4·dim, so
+/// Training fits both variants (plain: R = I; PCA: only for 8 ≤ dim ≤ 512 and n ≥ 4·dim, so
 /// the principal axes are not fitted to noise) and keeps PCA when its mean squared
 /// reconstruction error on the training rows is below half the plain one's: the rotation
 /// costs a dim × dim product per query and per added row (reading dim² floats: 2.4 MB at
@@ -41,7 +41,6 @@
 #include <vector>
 
 #include <Eigen/Core>
-#include <Eigen/Eigenvalues>
 
 namespace mmrag::detail {
 
@@ -216,7 +215,7 @@ inline double mse(const Sq8Code& p, const float* z, std::size_t n) {
 
 // Principal axes of x (n × dim) from at most 65 536 evenly spaced rows (covariance summed a
 // block at a time), largest variance first, as the rows of a float dim × dim matrix; empty if
-// the eigensolver fails.
+// the rotation is not finite.
 inline std::vector<float> principal_axes(const float* x, std::size_t n, std::size_t dim) {
   const std::size_t take = std::min<std::size_t>(n, 65536), stride = n / take;
   const auto d = static_cast<Eigen::Index>(dim);
@@ -238,12 +237,57 @@ inline std::vector<float> principal_axes(const float* x, std::size_t n, std::siz
     cov.noalias() += b.transpose() * b;
   }
   cov /= double(take);
-  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig(cov);
-  if (eig.info() != Eigen::Success) return {};
+  // Eigen-decomposition by cyclic Jacobi rotations (Golub & Van Loan, Matrix Computations,
+  // §8.5): a few dozen lines instead of Eigen's SelfAdjointEigenSolver, whose instantiation
+  // doubled the compile time of every translation unit that includes an index.
+  std::vector<double> a(dim * dim), v(dim * dim, 0.0);
+  for (std::size_t i = 0; i < dim; ++i) {
+    v[i * dim + i] = 1;
+    for (std::size_t j = 0; j < dim; ++j)
+      a[i * dim + j] = cov(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(j));
+  }
+  for (int sweep = 0; sweep < 60; ++sweep) {
+    double off = 0, diag = 0;
+    for (std::size_t p = 0; p < dim; ++p) {
+      diag += a[p * dim + p] * a[p * dim + p];
+      for (std::size_t q = p + 1; q < dim; ++q) off += a[p * dim + q] * a[p * dim + q];
+    }
+    if (!(off > 1e-26 * diag)) break;  // off-diagonal mass negligible (or all zero)
+    for (std::size_t p = 0; p + 1 < dim; ++p)
+      for (std::size_t q = p + 1; q < dim; ++q) {
+        const double apq = a[p * dim + q];
+        if (apq == 0) continue;
+        // t = tan of the angle that zeroes a_pq: the smaller root of t² + 2θt − 1 = 0
+        const double theta = (a[q * dim + q] - a[p * dim + p]) / (2 * apq);
+        const double t = (theta >= 0 ? 1.0 : -1.0) / (std::fabs(theta) + std::sqrt(theta * theta + 1));
+        const double c = 1 / std::sqrt(t * t + 1), s = t * c;
+        for (std::size_t k = 0; k < dim; ++k) {  // A ← A·J (columns p, q)
+          const double x = a[k * dim + p], y = a[k * dim + q];
+          a[k * dim + p] = c * x - s * y;
+          a[k * dim + q] = s * x + c * y;
+        }
+        for (std::size_t k = 0; k < dim; ++k) {  // A ← Jᵀ·A (rows p, q)
+          const double x = a[p * dim + k], y = a[q * dim + k];
+          a[p * dim + k] = c * x - s * y;
+          a[q * dim + k] = s * x + c * y;
+        }
+        for (std::size_t k = 0; k < dim; ++k) {  // V ← V·J: columns are the eigenvectors
+          const double x = v[k * dim + p], y = v[k * dim + q];
+          v[k * dim + p] = c * x - s * y;
+          v[k * dim + q] = s * x + c * y;
+        }
+      }
+  }
+  std::vector<std::size_t> order(dim);
+  std::iota(order.begin(), order.end(), std::size_t(0));
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) {
+    return a[x * dim + x] > a[y * dim + y];
+  });
   std::vector<float> r(dim * dim);
-  for (Eigen::Index a = 0; a < d; ++a)  // eigenvalues ascend: the last is the largest
-    for (Eigen::Index j = 0; j < d; ++j)
-      r[static_cast<std::size_t>(a * d + j)] = static_cast<float>(eig.eigenvectors()(j, d - 1 - a));
+  for (std::size_t i = 0; i < dim; ++i)  // row i of R: the i-th largest eigenvalue's vector
+    for (std::size_t j = 0; j < dim; ++j) r[i * dim + j] = static_cast<float>(v[j * dim + order[i]]);
+  for (float f : r)
+    if (!std::isfinite(f)) return {};
   return r;
 }
 
@@ -258,7 +302,7 @@ inline std::vector<float> principal_axes(const float* x, std::size_t n, std::siz
   sq8_code_impl::Stats plain_stats;
   plain_stats.add(x, n, dim);
   Sq8Code plain = sq8_code_impl::fit(plain_stats, dim, fine, {});
-  if (dim < 8 || dim > 1024 || n < 4 * dim) return plain;
+  if (dim < 8 || dim > 512 || n < 4 * dim) return plain;
   std::vector<float> rotation = sq8_code_impl::principal_axes(x, n, dim);
   if (rotation.empty()) return plain;
   // Statistics of the rotated rows, a block at a time (no n × dim copy).
