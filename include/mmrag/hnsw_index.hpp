@@ -741,9 +741,10 @@ class HnswIndex {
       std::uint8_t* c = e.codes.data() + r * cs;
       codec.encode(row.data(), 1, c);
       e.sq_norms[r] = decoded_sq_norm(codec, c, buf);
-      codec.to_code_space(row.data(), 1, e.probes.data() + r * dim_);
-      if (codec.rotated())
-        codec.check_code_space("mmrag::HnswIndex::add", "vectors", row.data(), 1, r);
+      T* probe = e.probes.data() + r * dim_;
+      codec.to_code_space(row.data(), 1, probe);
+      if (!std::all_of(probe, probe + dim_, [](T v) { return std::isfinite(v); }))
+        codec.check_code_space("mmrag::HnswIndex::add", "vectors", row.data(), 1, r);  // throws
     }
     return e;
   }
